@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds the test control plane (etcd, kube-apiserver, helm) from Go modules at pinned versions and
+# places Gardener's seed CRDs next to them. Idempotent: binaries already in the cache are kept.
+#
+#   TESTBIN_DIR   cache directory (default: <repo>/.testbin); survives `cargo clean`
+set -euo pipefail
+
+KUBERNETES_VERSION=1.33.13
+ETCD_VERSION=3.6.16
+HELM_VERSION=3.21.4
+GARDENER_VERSION=1.149.3
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+dir=${TESTBIN_DIR:-$repo/.testbin}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+say() { printf '[testbin] %s\n' "$*"; }
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "[testbin] error: Go is not installed (or not on PATH). The test control plane is built from Go modules;" >&2
+  echo "[testbin]        install Go >= 1.24 and run 'make testbin' again." >&2
+  exit 1
+fi
+
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A throwaway main module: replace directives are honoured only there, which is what lets us build
+# k8s.io/kubernetes (its go.mod points the staging modules at ./staging).
+new_module() {
+  local d=$work/$1
+  mkdir -p "$d"
+  (cd "$d" && go mod init "testbin.invalid/$1" >/dev/null 2>&1)
+  echo "$d"
+}
+
+build_etcd() {
+  local out=$dir/etcd
+  if [ -x "$out" ] && "$out" --version 2>/dev/null | grep -q "etcd Version: $ETCD_VERSION"; then
+    say "etcd $ETCD_VERSION present"; return
+  fi
+  say "building etcd $ETCD_VERSION from go.etcd.io/etcd/server/v3 (a few minutes when cold)"
+  local d; d=$(new_module etcd)
+  cat >"$d/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$d" && go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null && go mod tidy >/dev/null \
+    && go build -trimpath -ldflags "-s -w" -o "$out.tmp" .)
+  mv "$out.tmp" "$out"
+}
+
+build_kube_apiserver() {
+  local out=$dir/kube-apiserver
+  if [ -x "$out" ] && "$out" --version 2>/dev/null | grep -qx "Kubernetes v$KUBERNETES_VERSION"; then
+    say "kube-apiserver v$KUBERNETES_VERSION present"; return
+  fi
+  say "building kube-apiserver v$KUBERNETES_VERSION from k8s.io/kubernetes (10-20 minutes when cold)"
+  local d; d=$(new_module kube-apiserver)
+  local minor=${KUBERNETES_VERSION#1.}
+  (
+    cd "$d"
+    go mod edit -require="k8s.io/kubernetes@v$KUBERNETES_VERSION"
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBERNETES_VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",$/\1/p')
+    # every staging module k8s.io/kubernetes replaces locally is pinned to its published v0.<minor> twin
+    for m in $(sed -n 's#^\s*\(k8s.io/[A-Za-z0-9._-]*\) => \./staging/.*#\1#p' "$gomod"); do
+      go mod edit -replace="$m=$m@v0.$minor"
+    done
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+    go mod tidy >/dev/null 2>&1 || go get "k8s.io/kubernetes/cmd/kube-apiserver@v$KUBERNETES_VERSION" >/dev/null
+    go build -trimpath -o "$out.tmp" -ldflags "-s -w \
+      -X k8s.io/component-base/version.gitVersion=v$KUBERNETES_VERSION \
+      -X k8s.io/component-base/version.gitMajor=1 \
+      -X k8s.io/component-base/version.gitMinor=${minor%%.*} \
+      -X k8s.io/component-base/version.gitTreeState=clean \
+      -X k8s.io/client-go/pkg/version.gitVersion=v$KUBERNETES_VERSION" \
+      k8s.io/kubernetes/cmd/kube-apiserver
+  )
+  mv "$out.tmp" "$out"
+}
+
+build_helm() {
+  local out=$dir/helm
+  if [ -x "$out" ] && "$out" version --template '{{.Version}}' 2>/dev/null | grep -qx "v$HELM_VERSION"; then
+    say "helm v$HELM_VERSION present"; return
+  fi
+  say "building helm v$HELM_VERSION from helm.sh/helm/v3"
+  local d; d=$(new_module helm)
+  (
+    cd "$d"
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "helm.sh/helm/v3/cmd/helm"
+GO
+    go get "helm.sh/helm/v3@v$HELM_VERSION" >/dev/null
+    go mod tidy >/dev/null
+    go build -trimpath -o "$out.tmp" -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+  )
+  mv "$out.tmp" "$out"
+}
+
+place_crds() {
+  local crds=$dir/crds stamp=$dir/crds/.gardener-version
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
+    say "Gardener v$GARDENER_VERSION seed CRDs present"; return
+  fi
+  say "taking the seed CRDs of github.com/gardener/gardener v$GARDENER_VERSION (example/seed-crds)"
+  local src
+  src=$(cd "$work" && go mod download -json "github.com/gardener/gardener@v$GARDENER_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src/example/seed-crds" ] || { echo "[testbin] error: no example/seed-crds in $src" >&2; exit 1; }
+  rm -rf "$crds"; mkdir -p "$crds"
+  for f in containerruntimes clusters operatingsystemconfigs extensions workers; do
+    cp "$src/example/seed-crds/10-crd-extensions.gardener.cloud_$f.yaml" "$crds/"
+  done
+  cp "$src/example/seed-crds/10-crd-resources.gardener.cloud_managedresources.yaml" "$crds/"
+  chmod 0644 "$crds"/*.yaml
+  echo "$GARDENER_VERSION" >"$stamp"
+}
+
+start=$(date +%s)
+place_crds
+build_etcd
+build_helm
+build_kube_apiserver
+say "ready in $dir ($(( $(date +%s) - start ))s): $("$dir/kube-apiserver" --version), etcd $ETCD_VERSION, helm v$HELM_VERSION, Gardener v$GARDENER_VERSION CRDs"

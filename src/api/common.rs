@@ -1,0 +1,122 @@
+//! Gardener's `DefaultStatus` of extension objects (extensions.gardener.cloud/v1alpha1).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
+
+/// The kind of operation an extension object last went through.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationType {
+    Create,
+    Reconcile,
+    Delete,
+    Migrate,
+    Restore,
+}
+
+impl OperationType {
+    /// The verb Gardener puts into descriptions ("Reconciling the ContainerRuntime").
+    pub fn progressive(self) -> &'static str {
+        match self {
+            Self::Create | Self::Reconcile => "Reconciling",
+            Self::Delete => "Deleting",
+            Self::Migrate => "Migrating",
+            Self::Restore => "Restoring",
+        }
+    }
+
+    /// The past tense for success descriptions ("ContainerRuntime successfully reconciled").
+    pub fn past(self) -> &'static str {
+        match self {
+            Self::Create | Self::Reconcile => "reconciled",
+            Self::Delete => "deleted",
+            Self::Migrate => "migrated",
+            Self::Restore => "restored",
+        }
+    }
+}
+
+/// The state of the last operation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationState {
+    Processing,
+    Succeeded,
+    Error,
+    Failed,
+    Pending,
+    Aborted,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastOperation {
+    #[serde(rename = "type")]
+    pub type_: OperationType,
+    pub state: OperationState,
+    pub progress: i32,
+    pub description: String,
+    pub last_update_time: Time,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastError {
+    pub description: String,
+    #[serde(rename = "taskID", default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+}
+
+/// A Gardener condition (gardencorev1beta1.Condition).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub last_transition_time: Time,
+    pub last_update_time: Time,
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<String>,
+}
+
+/// A resource referenced by an extension object and migrated together with its state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedResourceReference {
+    pub name: String,
+    pub resource_ref: CrossVersionObjectReference,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossVersionObjectReference {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+}
+
+/// `DefaultStatus` shared by every extension kind.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_status: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_operation: Option<LastOperation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<NamedResourceReference>,
+}

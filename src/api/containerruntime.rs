@@ -1,0 +1,39 @@
+//! `ContainerRuntime` (extensions.gardener.cloud/v1alpha1): one per (worker pool, runtime type).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+use super::common::DefaultStatus;
+
+pub type ContainerRuntimeStatus = DefaultStatus;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "extensions.gardener.cloud",
+    version = "v1alpha1",
+    kind = "ContainerRuntime",
+    plural = "containerruntimes",
+    namespaced,
+    status = "ContainerRuntimeStatus",
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRuntimeSpec {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// nil means `shoot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_config: Option<serde_json::Value>,
+    pub binary_path: String,
+    pub worker_pool: WorkerPool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerPool {
+    pub name: String,
+    pub selector: LabelSelector,
+}
