@@ -69,7 +69,9 @@ impl CertificateAuthority {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(dns_names.to_vec())?;
-        params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.distinguished_name.push(DnType::CommonName, common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -84,8 +86,10 @@ impl CertificateAuthority {
 
 /// The `notAfter` of the first certificate in a PEM bundle, as seconds since the epoch.
 pub fn not_after_unix(pem: &str) -> Result<i64, CertError> {
-    let params = CertificateParams::from_ca_cert_pem(pem).map_err(|e| CertError::Invalid(e.to_string()))?;
-    Ok(params.not_after.unix_timestamp())
+    let invalid = |e: &dyn std::fmt::Display| CertError::Invalid(e.to_string());
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(&e))?;
+    let cert = block.parse_x509().map_err(|e| invalid(&e))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 #[cfg(test)]

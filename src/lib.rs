@@ -2,4 +2,8 @@
 
 pub mod api;
 pub mod certs;
+pub mod extension;
+pub mod kata;
+pub mod managedresources;
+pub mod runtime;
 pub mod testenv;

@@ -26,8 +26,10 @@ async fn container_runtime_round_trips_with_status() {
     let spec = ContainerRuntimeSpec {
         type_: "kata".into(),
         class: None,
-        provider_config: Some(json!({"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1",
-            "kind": "KataConfiguration", "hypervisors": ["qemu"]})),
+        provider_config: Some(
+            json!({"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1",
+            "kind": "KataConfiguration", "hypervisors": ["qemu"]}),
+        ),
         binary_path: "/var/bin/containerruntimes".into(),
         worker_pool: WorkerPool {
             name: "pool-a".into(),
@@ -38,7 +40,10 @@ async fn container_runtime_round_trips_with_status() {
         },
     };
     let created = api
-        .create(&PostParams::default(), &ContainerRuntime::new("kata-pool-a", spec.clone()))
+        .create(
+            &PostParams::default(),
+            &ContainerRuntime::new("kata-pool-a", spec.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(created.spec, spec);
@@ -71,7 +76,11 @@ async fn container_runtime_round_trips_with_status() {
     .unwrap();
     let read = api.get("kata-pool-a").await.unwrap();
     assert_eq!(read.spec, spec);
-    assert_eq!(read.status, Some(status), "status must survive the status subresource unchanged");
+    assert_eq!(
+        read.status,
+        Some(status),
+        "status must survive the status subresource unchanged"
+    );
 }
 
 #[tokio::test]
@@ -128,14 +137,20 @@ async fn cluster_round_trips_and_decodes() {
         seed: Some(json!({"metadata": {"name": "seed-1"}, "spec": {"provider": {"type": "local", "region": "eu"}}})),
         shoot,
     };
-    let created = api.create(&PostParams::default(), &Cluster::new(&ns, spec.clone())).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &Cluster::new(&ns, spec.clone()))
+        .await
+        .unwrap();
     assert_eq!(created.spec, spec, "raw extensions must be preserved verbatim");
     let decoded = DecodedCluster::decode(&api.get(&ns).await.unwrap()).unwrap();
     assert_eq!(decoded.name, ns);
     assert!(decoded.shoot.is_failed());
     assert!(decoded.shoot.is_force_deletion());
     let w = decoded.shoot.worker("pool-a").unwrap();
-    assert_eq!(w.container_runtime("kata").unwrap().provider_config, Some(json!({"hypervisors": ["fc"]})));
+    assert_eq!(
+        w.container_runtime("kata").unwrap().provider_config,
+        Some(json!({"hypervisors": ["fc"]}))
+    );
     assert_eq!(w.taints[0].key, "dedicated");
     assert_eq!(decoded.seed.unwrap().spec.provider.type_, "local");
     assert_eq!(decoded.cloud_profile.spec.type_, "local");
@@ -171,8 +186,19 @@ async fn operating_system_config_round_trips_losslessly() {
     assert_eq!(again["spec"], raw["spec"]);
     let created = api.create(&PostParams::default(), &osc).await.unwrap();
     assert_eq!(created.spec, osc.spec);
-    let plugins = &created.spec.cri_config.as_ref().unwrap().containerd.as_ref().unwrap().plugins;
-    assert_eq!(plugins[0].values, Some(json!({"pool_name": "devpool", "discard_blocks": true})));
+    let plugins = &created
+        .spec
+        .cri_config
+        .as_ref()
+        .unwrap()
+        .containerd
+        .as_ref()
+        .unwrap()
+        .plugins;
+    assert_eq!(
+        plugins[0].values,
+        Some(json!({"pool_name": "devpool", "discard_blocks": true}))
+    );
 }
 
 #[tokio::test]
@@ -189,7 +215,10 @@ async fn managed_resource_round_trips() {
         ..Default::default()
     };
     let created = api
-        .create(&PostParams::default(), &ManagedResource::new("extension-runtime-kata", spec.clone()))
+        .create(
+            &PostParams::default(),
+            &ManagedResource::new("extension-runtime-kata", spec.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(created.spec, spec);
@@ -201,7 +230,10 @@ async fn managed_resource_round_trips() {
     .await
     .unwrap();
     let st = api.get("extension-runtime-kata").await.unwrap().status.unwrap();
-    assert_eq!((st.observed_generation, st.secrets_data_checksum.as_deref()), (Some(1), Some("abc")));
+    assert_eq!(
+        (st.observed_generation, st.secrets_data_checksum.as_deref()),
+        (Some(1), Some("abc"))
+    );
 }
 
 #[tokio::test]
@@ -209,7 +241,10 @@ async fn service_account_clients_are_subject_to_rbac() {
     let env = TestEnv::shared();
     let ns = env.namespace("rbac").await;
     let sa_client = env.service_account_client(&ns, "nobody").await.unwrap();
-    let err = Api::<ContainerRuntime>::namespaced(sa_client, &ns).list(&Default::default()).await.unwrap_err();
+    let err = Api::<ContainerRuntime>::namespaced(sa_client, &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_err();
     match err {
         kube::Error::Api(s) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("expected Forbidden, got {other}"),

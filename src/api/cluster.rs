@@ -51,8 +51,8 @@ impl DecodedCluster {
             source,
         };
         let shoot = serde_json::from_value(cluster.spec.shoot.clone()).map_err(|e| field("shoot", e))?;
-        let cloud_profile = serde_json::from_value(cluster.spec.cloud_profile.clone())
-            .map_err(|e| field("cloudProfile", e))?;
+        let cloud_profile =
+            serde_json::from_value(cluster.spec.cloud_profile.clone()).map_err(|e| field("cloudProfile", e))?;
         let seed = match &cluster.spec.seed {
             Some(v) if !v.is_null() => Some(serde_json::from_value(v.clone()).map_err(|e| field("seed", e))?),
             _ => None,
@@ -168,11 +168,7 @@ pub struct Worker {
 impl Worker {
     /// The providerConfig of the pool's container runtime of `type_`, if the pool lists it.
     pub fn container_runtime(&self, type_: &str) -> Option<&ContainerRuntimeRef> {
-        self.cri
-            .as_ref()?
-            .container_runtimes
-            .iter()
-            .find(|r| r.type_ == type_)
+        self.cri.as_ref()?.container_runtimes.iter().find(|r| r.type_ == type_)
     }
 }
 

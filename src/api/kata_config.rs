@@ -161,8 +161,8 @@ impl KataConfiguration {
         if !raw.is_object() {
             return Err(invalid("providerConfig", "must be an object"));
         }
-        let raw: RawKataConfiguration = serde_json::from_value(raw.clone())
-            .map_err(|e| invalid("providerConfig", e.to_string()))?;
+        let raw: RawKataConfiguration =
+            serde_json::from_value(raw.clone()).map_err(|e| invalid("providerConfig", e.to_string()))?;
         Self::validate(raw)
     }
 
@@ -179,7 +179,12 @@ impl KataConfiguration {
         }
         match raw.kind.as_deref() {
             Some(KIND) => {}
-            Some(other) => return Err(invalid("kind", format!("unsupported value {other:?}, expected {KIND:?}"))),
+            Some(other) => {
+                return Err(invalid(
+                    "kind",
+                    format!("unsupported value {other:?}, expected {KIND:?}"),
+                ));
+            }
             None => return Err(invalid("kind", format!("required, expected {KIND:?}"))),
         }
         let mut config = Self::default();
@@ -191,7 +196,10 @@ impl KataConfiguration {
             for (i, name) in names.iter().enumerate() {
                 let shim = parse_shim(&format!("hypervisors[{i}]"), name)?;
                 if shims.contains(&shim) {
-                    return Err(invalid(format!("hypervisors[{i}]"), format!("duplicate value {name:?}")));
+                    return Err(invalid(
+                        format!("hypervisors[{i}]"),
+                        format!("duplicate value {name:?}"),
+                    ));
                 }
                 shims.push(shim);
             }
@@ -202,7 +210,10 @@ impl KataConfiguration {
             if !config.hypervisors.contains(&shim) {
                 return Err(invalid(
                     "defaultHypervisor",
-                    format!("{name:?} is not one of the enabled hypervisors {}", list(&config.hypervisors)),
+                    format!(
+                        "{name:?} is not one of the enabled hypervisors {}",
+                        list(&config.hypervisors)
+                    ),
                 ));
             }
             config.default_hypervisor = Some(shim);
@@ -210,7 +221,11 @@ impl KataConfiguration {
         config.debug = raw.debug.unwrap_or(false);
         if let Some(entries) = raw.allowed_hypervisor_annotations {
             for (i, entry) in entries.iter().enumerate() {
-                validate_annotation_entry(&format!("allowedHypervisorAnnotations[{i}]"), entry, &config.hypervisors)?;
+                validate_annotation_entry(
+                    &format!("allowedHypervisorAnnotations[{i}]"),
+                    entry,
+                    &config.hypervisors,
+                )?;
             }
             config.allowed_hypervisor_annotations = entries;
         }
@@ -257,7 +272,9 @@ fn parse_shim(field: &str, name: &str) -> Result<Shim, ConfigError> {
 /// kata-deploy's `ALLOWED_HYPERVISOR_ANNOTATIONS` entry: `annotation` or `shim:ann1,ann2`.
 fn validate_annotation_entry(field: &str, entry: &str, enabled: &[Shim]) -> Result<(), ConfigError> {
     let valid_name = |a: &str| {
-        !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     };
     match entry.split_once(':') {
         None if valid_name(entry) => Ok(()),
@@ -268,7 +285,10 @@ fn validate_annotation_entry(field: &str, entry: &str, enabled: &[Shim]) -> Resu
         Some((shim, names)) => {
             let shim = parse_shim(field, shim)?;
             if !enabled.contains(&shim) {
-                return Err(invalid(field, format!("hypervisor {shim} is not enabled in hypervisors")));
+                return Err(invalid(
+                    field,
+                    format!("hypervisor {shim} is not enabled in hypervisors"),
+                ));
             }
             match names.split(',').find(|a| !valid_name(a)) {
                 Some(bad) => Err(invalid(field, format!("{bad:?} is not an annotation name"))),
@@ -316,7 +336,11 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
         "P" => 1_000_000_000_000_000,
-        _ => return Err(format!("{s:?} has an unknown unit {suffix:?} (use Ki, Mi, Gi, Ti or k, M, G, T)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {suffix:?} (use Ki, Mi, Gi, Ti or k, M, G, T)"
+            ));
+        }
     };
     digits
         .parse::<u64>()
@@ -328,7 +352,7 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
 /// Renders bytes as the largest exact binary unit (`107374182400` → `100Gi`).
 pub fn format_quantity(bytes: u64) -> String {
     for (unit, factor) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if bytes >= factor && bytes % factor == 0 {
+        if bytes >= factor && bytes.is_multiple_of(factor) {
             return format!("{}{unit}", bytes / factor);
         }
     }
@@ -379,17 +403,53 @@ mod tests {
     fn violations_name_the_field() {
         let cases = [
             (json!({"foo": 1}), "providerConfig", "unknown field `foo`"),
-            (json!({"hypervisors": ["qemu", "xen"]}), "hypervisors[1]", "unknown hypervisor \"xen\""),
+            (
+                json!({"hypervisors": ["qemu", "xen"]}),
+                "hypervisors[1]",
+                "unknown hypervisor \"xen\"",
+            ),
             (json!({"hypervisors": []}), "hypervisors", "at least one"),
             (json!({"hypervisors": ["fc", "fc"]}), "hypervisors[1]", "duplicate"),
-            (json!({"hypervisors": ["qemu"], "defaultHypervisor": "clh"}), "defaultHypervisor", "not one of"),
-            (json!({"devmapper": {"dataSize": "lots"}}), "devmapper.dataSize", "not a size"),
-            (json!({"devmapper": {"dataSize": "10Xi"}}), "devmapper.dataSize", "unknown unit"),
-            (json!({"devmapper": {"dataSize": "10Gi"}}), "devmapper.baseImageSize", "must not exceed"),
-            (json!({"devmapper": {"metadataSize": "20Gi"}}), "devmapper.metadataSize", "between"),
-            (json!({"devmapper": {"sizeOfData": "1Gi"}}), "providerConfig", "unknown field `sizeOfData`"),
-            (json!({"allowedHypervisorAnnotations": ["dragonball:x"]}), "allowedHypervisorAnnotations[0]", "not enabled"),
-            (json!({"allowedHypervisorAnnotations": ["a b"]}), "allowedHypervisorAnnotations[0]", "not an annotation"),
+            (
+                json!({"hypervisors": ["qemu"], "defaultHypervisor": "clh"}),
+                "defaultHypervisor",
+                "not one of",
+            ),
+            (
+                json!({"devmapper": {"dataSize": "lots"}}),
+                "devmapper.dataSize",
+                "not a size",
+            ),
+            (
+                json!({"devmapper": {"dataSize": "10Xi"}}),
+                "devmapper.dataSize",
+                "unknown unit",
+            ),
+            (
+                json!({"devmapper": {"dataSize": "10Gi"}}),
+                "devmapper.baseImageSize",
+                "must not exceed",
+            ),
+            (
+                json!({"devmapper": {"metadataSize": "20Gi"}}),
+                "devmapper.metadataSize",
+                "between",
+            ),
+            (
+                json!({"devmapper": {"sizeOfData": "1Gi"}}),
+                "providerConfig",
+                "unknown field `sizeOfData`",
+            ),
+            (
+                json!({"allowedHypervisorAnnotations": ["dragonball:x"]}),
+                "allowedHypervisorAnnotations[0]",
+                "not enabled",
+            ),
+            (
+                json!({"allowedHypervisorAnnotations": ["a b"]}),
+                "allowedHypervisorAnnotations[0]",
+                "not an annotation",
+            ),
             (json!({"debug": "yes"}), "providerConfig", "invalid type"),
         ];
         for (extra, field, needle) in cases {
@@ -403,7 +463,10 @@ mod tests {
     fn type_meta_is_required_and_checked() {
         assert_eq!(decode(json!({})).unwrap_err().field, "apiVersion");
         assert_eq!(decode(json!({"apiVersion": API_VERSION})).unwrap_err().field, "kind");
-        assert_eq!(decode(json!({"apiVersion": "v1", "kind": KIND})).unwrap_err().field, "apiVersion");
+        assert_eq!(
+            decode(json!({"apiVersion": "v1", "kind": KIND})).unwrap_err().field,
+            "apiVersion"
+        );
         assert_eq!(decode(json!([1])).unwrap_err().field, "providerConfig");
     }
 

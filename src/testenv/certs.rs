@@ -8,8 +8,10 @@ pub struct ControlPlanePki {
     pub ca_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
-    /// Signs and verifies ServiceAccount tokens.
+    /// Signs ServiceAccount tokens.
     pub sa_key_pem: String,
+    /// Verifies them.
+    pub sa_pub_pem: String,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -23,11 +25,13 @@ impl ControlPlanePki {
             &["127.0.0.1".parse().expect("ip")],
             DAY,
         )?;
+        let sa_key = rcgen::KeyPair::generate()?;
         Ok(Self {
+            sa_pub_pem: sa_key.public_key_pem(),
             ca_pem: ca.cert_pem,
             serving_cert_pem: serving.cert_pem,
             serving_key_pem: serving.key_pem,
-            sa_key_pem: rcgen::KeyPair::generate()?.serialize_pem(),
+            sa_key_pem: sa_key.serialize_pem(),
         })
     }
 }

@@ -26,10 +26,7 @@ pub enum TestEnvError {
     #[error("test binaries missing: {0}. Run `make testbin` (hack/testbin.sh) first")]
     Missing(String),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Startup(String),
     #[error("kubernetes: {0}")]
@@ -77,6 +74,7 @@ impl TestEnv {
         let serving_cert = write("apiserver.crt", &pki.serving_cert_pem)?;
         let serving_key = write("apiserver.key", &pki.serving_key_pem)?;
         let sa_key = write("sa.key", &pki.sa_key_pem)?;
+        let sa_pub = write("sa.pub", &pki.sa_pub_pem)?;
         let tokens = write("tokens.csv", &format!("{admin_token},admin,admin,\"system:masters\"\n"))?;
 
         let etcd_port = process::free_port()?;
@@ -120,7 +118,7 @@ impl TestEnv {
                 format!("--token-auth-file={}", tokens.display()),
                 "--authorization-mode=RBAC".into(),
                 format!("--service-account-issuer={url}"),
-                format!("--service-account-key-file={}", sa_key.display()),
+                format!("--service-account-key-file={}", sa_pub.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--allow-privileged=true".into(),
@@ -331,8 +329,7 @@ pub fn kubeconfig_yaml(url: &str, ca_pem: &str, user: &str, token: &str) -> Stri
 }
 
 async fn client_for(kubeconfig: &str) -> Result<kube::Client, TestEnvError> {
-    let kc = Kubeconfig::from_yaml(kubeconfig)
-        .map_err(|e| TestEnvError::Startup(format!("kubeconfig: {e}")))?;
+    let kc = Kubeconfig::from_yaml(kubeconfig).map_err(|e| TestEnvError::Startup(format!("kubeconfig: {e}")))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| TestEnvError::Startup(format!("kubeconfig: {e}")))?;

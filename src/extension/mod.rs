@@ -1,0 +1,19 @@
+//! The generic Gardener extension reconciler for ContainerRuntime objects: operation annotation,
+//! operation type, status, finalizer and the migrate/restore/delete dispatch. It knows nothing
+//! about kata; the kata specifics live behind [`Actuator`].
+
+pub mod actuator;
+pub mod controller;
+pub mod operation;
+pub mod predicate;
+pub mod reconciler;
+pub mod status;
+
+pub use actuator::{Actuator, ActuatorError};
+pub use controller::{ControllerOptions, run_controller};
+
+/// The finalizer of every ContainerRuntime controller.
+pub const FINALIZER: &str = "extensions.gardener.cloud/containerruntime";
+
+/// Non-retryable: the user must change the Shoot.
+pub const ERR_CONFIGURATION_PROBLEM: &str = "ERR_CONFIGURATION_PROBLEM";

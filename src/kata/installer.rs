@@ -1,0 +1,327 @@
+//! The per-pool kata-deploy DaemonSet, following kata-deploy 4.1.0's unprivileged pod: precise
+//! hostPaths instead of the host root, systemd over its private socket, read-only root filesystem.
+//! A node-labeler sidecar marks the node with one label per installed shim, which is what the
+//! RuntimeClasses select on.
+
+use super::names::*;
+use super::pools::PoolInput;
+use crate::api::kata_config::Shim;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    HostPathVolumeSource, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::ObjectMeta;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const HEALTH_PORT: i32 = 8090;
+const ARCHES: [&str; 2] = ["X86_64", "AARCH64"];
+
+/// The images the installer runs.
+#[derive(Clone, Debug)]
+pub struct InstallerImages {
+    pub kata_deploy: String,
+    pub node_labeler: String,
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn node_name_env() -> EnvVar {
+    EnvVar {
+        name: "NODE_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// kata-deploy's configuration; the Rust binary reads the architecture-suffixed names.
+pub fn kata_deploy_env(pool: &PoolInput) -> Vec<EnvVar> {
+    let c = &pool.config;
+    let shims: Vec<&str> = c.hypervisors.iter().map(|s| s.as_str()).collect();
+    let default = c.default_hypervisor.unwrap_or(c.hypervisors[0]);
+    let mut out = vec![
+        node_name_env(),
+        env("DAEMONSET_NAME", daemonset(&pool.name)),
+        env("K8S_DISTRIBUTION", "k8s"),
+        env("DEBUG", if c.debug { "true" } else { "false" }),
+    ];
+    for arch in ARCHES {
+        out.push(env(&format!("SHIMS_{arch}"), shims.join(" ")));
+        out.push(env(&format!("DEFAULT_SHIM_{arch}"), default.as_str()));
+        if c.has(Shim::Fc) {
+            out.push(env(&format!("SNAPSHOTTER_HANDLER_MAPPING_{arch}"), "fc:devmapper"));
+        }
+        if !c.allowed_hypervisor_annotations.is_empty() {
+            out.push(env(
+                &format!("ALLOWED_HYPERVISOR_ANNOTATIONS_{arch}"),
+                c.allowed_hypervisor_annotations.join(" "),
+            ));
+        }
+    }
+    out
+}
+
+/// The node labels the sidecar sets: one per shim of this pool.
+pub fn shim_labels(pool: &PoolInput) -> Vec<String> {
+    pool.config
+        .hypervisors
+        .iter()
+        .map(|s| format!("{}=true", shim_label(*s)))
+        .collect()
+}
+
+fn host_path(name: &str, path: &str, type_: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(type_.into()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// (volume, mount) pairs of kata-deploy 4.1.0.
+fn kata_deploy_volumes() -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![mount("tmp", "/tmp", false)];
+    let rw = [
+        ("crio-conf", "/etc/crio/", "/etc/crio/", "DirectoryOrCreate"),
+        (
+            "containerd-conf",
+            "/etc/containerd/",
+            "/etc/containerd/",
+            "DirectoryOrCreate",
+        ),
+        ("kata-artifacts", "/opt/kata/", "/opt/kata/", "DirectoryOrCreate"),
+        (
+            "systemd-units",
+            "/etc/systemd/system",
+            "/etc/systemd/system",
+            "DirectoryOrCreate",
+        ),
+        (
+            "systemd-private",
+            "/run/systemd/private",
+            "/run/systemd/private",
+            "Socket",
+        ),
+        ("run-lock", "/run/lock", "/host-run-lock", "Directory"),
+    ];
+    for (name, host, path, t) in rw {
+        volumes.push(host_path(name, host, t));
+        mounts.push(mount(name, path, false));
+    }
+    let ro = [
+        ("boot", "/boot", "/boot", "Directory"),
+        ("machine-id", "/etc/machine-id", "/host-machine-id", "File"),
+        ("usr-bin", "/usr/bin", "/host-usr/bin", "Directory"),
+        ("usr-sbin", "/usr/sbin", "/host-usr/sbin", "Directory"),
+        (
+            "usr-local-bin",
+            "/usr/local/bin",
+            "/host-usr-local/bin",
+            "DirectoryOrCreate",
+        ),
+        (
+            "usr-local-sbin",
+            "/usr/local/sbin",
+            "/host-usr-local/sbin",
+            "DirectoryOrCreate",
+        ),
+        ("bin", "/bin", "/host-bin", "Directory"),
+        ("sbin", "/sbin", "/host-sbin", "Directory"),
+    ];
+    for (name, host, path, t) in ro {
+        volumes.push(host_path(name, host, t));
+        mounts.push(mount(name, path, true));
+    }
+    (volumes, mounts)
+}
+
+fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".into(), Quantity(cpu.into())),
+        ("memory".into(), Quantity(memory.into())),
+    ])
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(6),
+        ..Default::default()
+    }
+}
+
+/// A stable digest of everything that configures the node, so a change rolls the pods.
+fn config_checksum(pool: &PoolInput, images: &InstallerImages) -> String {
+    let mut h = Sha256::new();
+    for e in kata_deploy_env(pool) {
+        h.update(e.name.as_bytes());
+        h.update(b"=");
+        h.update(e.value.unwrap_or_default().as_bytes());
+        h.update(b"\n");
+    }
+    h.update(shim_labels(pool).join(",").as_bytes());
+    h.update(images.kata_deploy.as_bytes());
+    hex::encode(h.finalize())
+}
+
+pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
+    let name = daemonset(&pool.name);
+    let selector = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "kata-deploy".to_string()),
+        (POOL_LABEL_KEY.to_string(), pool.name.clone()),
+    ]);
+    let mut labels = selector.clone();
+    labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
+    let (volumes, mounts) = kata_deploy_volumes();
+    let kata_deploy = Container {
+        name: "kube-kata".into(),
+        image: Some(images.kata_deploy.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["/usr/bin/kata-deploy".into(), "install".into()]),
+        env: Some(kata_deploy_env(pool)),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: HEALTH_PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("25m", "64Mi")),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_user: Some(0),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let labeler = Container {
+        name: "node-labeler".into(),
+        image: Some(images.node_labeler.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "node-labeler".into(),
+            format!("--labels={}", shim_labels(pool).join(",")),
+        ]),
+        env: Some(vec![node_name_env()]),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities("5m", "16Mi")),
+            limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    DaemonSet {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(SHOOT_NAMESPACE.into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..Default::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..Default::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(BTreeMap::from([(
+                        "checksum/kata-deploy-config".into(),
+                        config_checksum(pool, images),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(SERVICE_ACCOUNT.into()),
+                    automount_service_account_token: Some(true),
+                    priority_class_name: Some("system-node-critical".into()),
+                    // kata-deploy cleans the node on SIGTERM; give it the time upstream gives it
+                    termination_grace_period_seconds: Some(600),
+                    node_selector: Some(BTreeMap::from([
+                        (crate::api::POOL_LABEL.into(), pool.name.clone()),
+                        (KATA_NODE_LABEL.into(), "true".into()),
+                    ])),
+                    // every node of the pool needs kata, whatever its taints
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Default::default()
+                    }]),
+                    security_context: Some(PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![kata_deploy, labeler],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,245 @@
+//! ManagedResources for the shoot: manifests in immutable, content-hashed Secrets, applied into the
+//! shoot by the shoot's gardener-resource-manager. Written declaratively on every reconcile, but
+//! without any write when nothing changed.
+
+use crate::api::ManagedResource;
+use crate::api::managedresource::ManagedResourceSpec;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const ORIGIN_LABEL: &str = "origin";
+pub const GARBAGE_COLLECTABLE_LABEL: &str = "resources.gardener.cloud/garbage-collectable-reference";
+pub const NO_CLEANUP_LABEL: &str = "shoot.gardener.cloud/no-cleanup";
+pub const FIELD_MANAGER: &str = "gardener-extension-runtime-kata";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct ManagedResourceError {
+    pub context: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+fn ctx(context: String) -> impl FnOnce(kube::Error) -> ManagedResourceError {
+    move |source| ManagedResourceError { context, source }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Manifests of one ManagedResource: data key → YAML document(s).
+pub type Manifests = BTreeMap<String, String>;
+
+/// `managedresource-<name>-<first 8 hex digits of the SHA-256 of the data>`.
+pub fn secret_name(mr_name: &str, data: &Manifests) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    format!("managedresource-{mr_name}-{}", &digest[..8])
+}
+
+/// The immutable Secret holding the manifests.
+pub fn build_secret(namespace: &str, mr_name: &str, origin: &str, data: &Manifests) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(mr_name, data)),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([
+                (GARBAGE_COLLECTABLE_LABEL.into(), "true".into()),
+                (ORIGIN_LABEL.into(), origin.into()),
+            ])),
+            ..Default::default()
+        },
+        immutable: Some(true),
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// The ManagedResource pointing at `secret`; class nil means "apply into the shoot".
+pub fn build_managed_resource(namespace: &str, name: &str, origin: &str, secret: &str) -> ManagedResource {
+    let mut mr = ManagedResource::new(
+        name,
+        ManagedResourceSpec {
+            secret_refs: vec![LocalObjectReference { name: secret.into() }],
+            inject_labels: Some(BTreeMap::from([(NO_CLEANUP_LABEL.into(), "true".into())])),
+            keep_objects: Some(false),
+            ..Default::default()
+        },
+    );
+    mr.metadata.namespace = Some(namespace.into());
+    mr.metadata.labels = Some(BTreeMap::from([(ORIGIN_LABEL.into(), origin.into())]));
+    mr
+}
+
+/// True when the existing ManagedResource already is what we would write.
+fn up_to_date(existing: &ManagedResource, desired: &ManagedResource) -> bool {
+    existing.spec.secret_refs == desired.spec.secret_refs
+        && existing.spec.inject_labels == desired.spec.inject_labels
+        && existing.spec.keep_objects.unwrap_or(false) == desired.spec.keep_objects.unwrap_or(false)
+        && existing.spec.class.is_none()
+        && existing.labels().get(ORIGIN_LABEL) == desired.labels().get(ORIGIN_LABEL)
+}
+
+/// Reads and writes the ManagedResources of one extension (one `origin`).
+#[derive(Clone)]
+pub struct ManagedResources {
+    client: Client,
+    origin: String,
+}
+
+impl ManagedResources {
+    pub fn new(client: Client, origin: impl Into<String>) -> Self {
+        Self {
+            client,
+            origin: origin.into(),
+        }
+    }
+
+    /// Creates or updates ManagedResource `name` with `data`. Returns whether anything was
+    /// written. Secrets the ManagedResource referenced before are deleted after the switch.
+    pub async fn ensure(&self, namespace: &str, name: &str, data: &Manifests) -> Result<bool, ManagedResourceError> {
+        let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = build_secret(namespace, name, &self.origin, data);
+        let secret_name = secret.name_any();
+        let desired = build_managed_resource(namespace, name, &self.origin, &secret_name);
+        let existing = mrs
+            .get_opt(name)
+            .await
+            .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))?;
+        if existing.as_ref().is_some_and(|mr| up_to_date(mr, &desired)) {
+            return Ok(false);
+        }
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            // same name means same content: the secret is immutable and content-addressed
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(ctx(format!("creating Secret {namespace}/{secret_name}"))(e)),
+        }
+        mrs.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(ctx(format!("applying ManagedResource {namespace}/{name}")))?;
+        let stale = existing
+            .map(|mr| mr.spec.secret_refs)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.name != secret_name);
+        for old in stale {
+            delete_ignoring_absence(&secrets, &old.name, namespace).await?;
+        }
+        Ok(true)
+    }
+
+    /// Deletes the ManagedResource and its secrets. Does not wait for gardener-resource-manager.
+    pub async fn delete(&self, namespace: &str, name: &str) -> Result<(), ManagedResourceError> {
+        let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let Some(mr) = mrs
+            .get_opt(name)
+            .await
+            .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))?
+        else {
+            return Ok(());
+        };
+        if mr.metadata.deletion_timestamp.is_none() {
+            match mrs.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(ctx(format!("deleting ManagedResource {namespace}/{name}"))(e)),
+            }
+        }
+        for r in mr.spec.secret_refs {
+            delete_ignoring_absence(&secrets, &r.name, namespace).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the ManagedResource still exists (e.g. while the resource manager cleans up).
+    pub async fn exists(&self, namespace: &str, name: &str) -> Result<bool, ManagedResourceError> {
+        let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
+        Ok(mrs
+            .get_metadata_opt(name)
+            .await
+            .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))?
+            .is_some())
+    }
+
+    /// Tells the resource manager to leave the shoot objects in place when the ManagedResource
+    /// goes (control-plane migration).
+    pub async fn set_keep_objects(&self, namespace: &str, name: &str) -> Result<(), ManagedResourceError> {
+        let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({"spec": {"keepObjects": true}});
+        match mrs.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(ctx(format!(
+                "setting keepObjects on ManagedResource {namespace}/{name}"
+            ))(e)),
+        }
+    }
+}
+
+async fn delete_ignoring_absence(
+    secrets: &Api<Secret>,
+    name: &str,
+    namespace: &str,
+) -> Result<(), ManagedResourceError> {
+    match secrets.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if not_found(&e) => Ok(()),
+        Err(e) => Err(ctx(format!("deleting Secret {namespace}/{name}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_content_addressed() {
+        let a = Manifests::from([("x.yaml".to_string(), "a: 1\n".to_string())]);
+        let b = Manifests::from([("x.yaml".to_string(), "a: 2\n".to_string())]);
+        assert_eq!(secret_name("mr", &a), secret_name("mr", &a.clone()));
+        assert_ne!(secret_name("mr", &a), secret_name("mr", &b));
+        assert!(secret_name("mr", &a).starts_with("managedresource-mr-"));
+        assert_eq!(secret_name("mr", &a).len(), "managedresource-mr-".len() + 8);
+        // key/value boundaries are part of the hash
+        let c = Manifests::from([("x.yamla".to_string(), ": 1\n".to_string())]);
+        assert_ne!(secret_name("mr", &a), secret_name("mr", &c));
+    }
+
+    #[test]
+    fn secret_is_immutable_and_collectable() {
+        let data = Manifests::from([("x.yaml".to_string(), "a: 1\n".to_string())]);
+        let s = build_secret("ns", "mr", "extension-runtime-kata", &data);
+        assert_eq!(s.immutable, Some(true));
+        assert_eq!(s.labels()[GARBAGE_COLLECTABLE_LABEL], "true");
+        let mr = build_managed_resource("ns", "mr", "extension-runtime-kata", &s.name_any());
+        assert_eq!(mr.labels()[ORIGIN_LABEL], "extension-runtime-kata");
+        assert_eq!(mr.spec.inject_labels.as_ref().unwrap()[NO_CLEANUP_LABEL], "true");
+        assert!(up_to_date(&mr, &mr.clone()));
+        let mut kept = mr.clone();
+        kept.spec.keep_objects = Some(true);
+        assert!(!up_to_date(&kept, &mr));
+    }
+}
