@@ -1,9 +1,13 @@
 //! gardener-extension-runtime-kata: Kata Containers as a container runtime for Gardener shoots.
 
 pub mod api;
+pub mod app;
 pub mod certs;
+pub mod cli;
 pub mod extension;
 pub mod kata;
 pub mod managedresources;
+pub mod node_labeler;
+pub mod render;
 pub mod runtime;
 pub mod testenv;

@@ -1,1 +1,56 @@
-fn main() {}
+use clap::Parser;
+use gardener_extension_runtime_kata::cli::{Cli, Command};
+use gardener_extension_runtime_kata::kata::imagevector::{self, ImageVector};
+use gardener_extension_runtime_kata::kata::installer::InstallerImages;
+use gardener_extension_runtime_kata::kata::requirements::Requirements;
+use gardener_extension_runtime_kata::runtime::logging;
+use gardener_extension_runtime_kata::{app, node_labeler, render};
+use std::process::ExitCode;
+use std::time::Duration;
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => app::run(cli.run).await,
+        Some(Command::Render(r)) => {
+            let images = ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
+            let images = InstallerImages {
+                kata_deploy: images.image(imagevector::KATA_DEPLOY)?.into(),
+                node_labeler: images.image(imagevector::NODE_LABELER)?.into(),
+            };
+            let requirements = Requirements {
+                supported_providers: cli.run.supported_providers,
+                supported_machine_images: cli.run.supported_machine_images,
+            };
+            print!(
+                "{}",
+                render::render(&r.cluster, &r.container_runtimes, &images, &requirements)?
+            );
+            Ok(())
+        }
+        Some(Command::NodeLabeler(n)) => {
+            let client = app::kube_client(&cli.run).await?;
+            node_labeler::run(client, &n.node_name, &n.labels, Duration::from_secs(n.resync_seconds)).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.run.log_level, cli.run.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_inner(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -27,6 +27,8 @@ pub struct ControllerOptions {
     pub reconcile_timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Watch only this namespace (tests, local runs); all namespaces when unset.
+    pub namespace: Option<String>,
 }
 
 impl ControllerOptions {
@@ -41,6 +43,7 @@ impl ControllerOptions {
             reconcile_timeout: Duration::from_secs(180),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            namespace: None,
         }
     }
 }
@@ -73,13 +76,14 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
 /// The filtered trigger stream: watch events that pass Gardener's predicates. The reflector's
 /// store gets every object (without managedFields, which we never read).
 fn triggers(
-    client: &Client,
+    api: Api<ContainerRuntime>,
     writer: Writer<ContainerRuntime>,
     predicate: PredicateConfig,
     pending: Arc<Mutex<HashSet<ObjectRef<ContainerRuntime>>>>,
+    ready: tokio::sync::watch::Sender<bool>,
 ) -> impl Stream<Item = Result<ContainerRuntime, watcher::Error>> + Send + 'static {
     let mut filter = EventFilter::new(predicate);
-    watcher(Api::<ContainerRuntime>::all(client.clone()), watcher::Config::default())
+    watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|cr| cr.managed_fields_mut().clear())
         .reflect(writer)
@@ -98,6 +102,14 @@ fn triggers(
                 }
                 Ok(watcher::Event::Delete(cr)) => {
                     filter.deleted(&cr);
+                    None
+                }
+                // the first complete list is in the cache (Store::wait_until_ready wakes one waiter only)
+                Ok(watcher::Event::InitDone) => {
+                    if !*ready.borrow() {
+                        tracing::info!("ContainerRuntime cache synced");
+                    }
+                    ready.send_replace(true);
                     None
                 }
                 Ok(_) => None,
@@ -122,7 +134,11 @@ pub async fn run_controller<A: Actuator>(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let pending = Arc::new(Mutex::new(HashSet::new()));
-    let trigger = triggers(&client, writer, opts.predicate.clone(), pending.clone());
+    let api = match &opts.namespace {
+        Some(ns) => Api::<ContainerRuntime>::namespaced(client.clone(), ns),
+        None => Api::<ContainerRuntime>::all(client.clone()),
+    };
+    let trigger = triggers(api, writer, opts.predicate.clone(), pending.clone(), ready);
     let labels = metrics.controller(CONTROLLER_NAME);
     metrics
         .max_concurrent_reconciles
@@ -155,20 +171,12 @@ pub async fn run_controller<A: Actuator>(
             client,
             actuator,
             reconcile_timeout: opts.reconcile_timeout,
+            annotation_driven: !opts.predicate.ignore_operation_annotation,
         },
         metrics: metrics.clone(),
         failures: Mutex::new(HashMap::new()),
         pending,
         opts,
-    });
-    let readiness = tokio::spawn({
-        let reader = reader.clone();
-        async move {
-            if reader.wait_until_ready().await.is_ok() {
-                ready.send_replace(true);
-                tracing::info!("ContainerRuntime cache synced");
-            }
-        }
     });
     controller
         .graceful_shutdown_on(shutdown)
@@ -179,7 +187,6 @@ pub async fn run_controller<A: Actuator>(
             }
         })
         .await;
-    readiness.abort();
     tracing::info!("ContainerRuntime controller stopped");
 }
 

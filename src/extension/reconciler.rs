@@ -39,6 +39,21 @@ pub struct ReconcileContext<A> {
     pub client: Client,
     pub actuator: A,
     pub reconcile_timeout: Duration,
+    /// Without `--ignore-operation-annotation`, work happens only when gardenlet asks for it.
+    pub annotation_driven: bool,
+}
+
+/// Nothing asks for work: no operation annotation, no deletion, and the last operation succeeded
+/// for this generation. Our own writes during a restore or migrate trigger such late events.
+fn up_to_date(cr: &ContainerRuntime) -> bool {
+    let Some(status) = &cr.status else { return false };
+    operation_annotation(cr).is_none()
+        && cr.metadata.deletion_timestamp.is_none()
+        && status.observed_generation == cr.metadata.generation
+        && status
+            .last_operation
+            .as_ref()
+            .is_some_and(|op| op.state == crate::api::OperationState::Succeeded)
 }
 
 /// Runs one reconcile. `Ok(Action)` for success or a deliberate wait, `Err` to retry with backoff.
@@ -47,7 +62,7 @@ pub async fn reconcile<A: Actuator>(
     ctx: &ReconcileContext<A>,
 ) -> Result<Action, ReconcileError> {
     let annotation = operation_annotation(&cr).map(str::to_owned);
-    if annotation.as_deref() == Some(OP_WAIT_FOR_STATE) {
+    if annotation.as_deref() == Some(OP_WAIT_FOR_STATE) || (ctx.annotation_driven && up_to_date(&cr)) {
         return Ok(Action::await_change());
     }
     let ns = cr.namespace().unwrap_or_default();

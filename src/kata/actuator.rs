@@ -5,10 +5,9 @@ use super::installer::InstallerImages;
 use super::names::*;
 use super::pools::PoolInput;
 use super::requirements::Requirements;
-use super::{manifests, names};
-use crate::api::kata_config::KataConfiguration;
+use super::{manifests, names, plan};
 use crate::api::{ContainerRuntime, DecodedCluster};
-use crate::extension::{Actuator, ActuatorError, ERR_CONFIGURATION_PROBLEM};
+use crate::extension::{Actuator, ActuatorError};
 use crate::managedresources::{ManagedResourceError, ManagedResources};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
@@ -31,10 +30,6 @@ impl From<ManagedResourceError> for ActuatorError {
     }
 }
 
-fn config_error(msg: impl std::fmt::Display) -> ActuatorError {
-    ActuatorError::new(msg.to_string()).with_code(ERR_CONFIGURATION_PROBLEM)
-}
-
 impl KataActuator {
     pub fn new(
         client: Client,
@@ -50,28 +45,8 @@ impl KataActuator {
         }
     }
 
-    /// The other kata pools of the namespace that are not being deleted, with valid configs.
-    fn sibling_pools(&self, cr: &ContainerRuntime, cluster: &DecodedCluster) -> Vec<PoolInput> {
-        let ns = cr.namespace();
-        let mut pools: Vec<PoolInput> = self
-            .cache
-            .state()
-            .iter()
-            .filter(|o| o.namespace() == ns && o.name_any() != cr.name_any())
-            .filter(|o| o.spec.type_ == EXTENSION_TYPE && o.metadata.deletion_timestamp.is_none())
-            .filter_map(|o| {
-                // a pool with an invalid config reports that itself; it contributes nothing here
-                let config = KataConfiguration::from_provider_config(o.spec.provider_config.as_ref()).ok()?;
-                Some(PoolInput::new(&o.spec.worker_pool.name, config, cluster))
-            })
-            .collect();
-        pools.sort_by(|a, b| a.name.cmp(&b.name));
-        pools.dedup_by(|a, b| a.name == b.name);
-        pools
-    }
-
     async fn ensure_shared(&self, ns: &str, pools: &[PoolInput]) -> Result<(), ActuatorError> {
-        let data = manifests::shared(pools).map_err(config_error)?;
+        let data = manifests::shared(pools).map_err(plan::config_error)?;
         self.mrs.ensure(ns, SHARED_MR, &data).await?;
         Ok(())
     }
@@ -87,7 +62,12 @@ impl KataActuator {
                 format!("waiting for ManagedResource {installation} to be deleted"),
             ));
         }
-        let others = self.sibling_pools(cr, cluster);
+        let cache = self.cache.state();
+        let others = plan::other_pools(
+            &cr.spec.worker_pool.name,
+            cache.iter().map(|o| &**o).filter(|o| o.namespace() == cr.namespace()),
+            cluster,
+        );
         if others.is_empty() {
             self.mrs.delete(&ns, SHARED_MR).await?;
             if wait && self.mrs.exists(&ns, SHARED_MR).await? {
@@ -107,19 +87,18 @@ impl KataActuator {
 impl Actuator for KataActuator {
     async fn reconcile(&self, cr: &ContainerRuntime, cluster: &DecodedCluster) -> Result<(), ActuatorError> {
         let ns = cr.namespace().unwrap_or_default();
-        let pool_name = &cr.spec.worker_pool.name;
-        let config = KataConfiguration::from_provider_config(cr.spec.provider_config.as_ref()).map_err(config_error)?;
-        self.requirements
-            .check(cluster, pool_name)
-            .map_err(|reason| config_error(format!("pool {pool_name:?}: {reason}")))?;
-        let pool = PoolInput::new(pool_name, config, cluster);
-        let mut pools = self.sibling_pools(cr, cluster);
-        pools.retain(|p| p.name != pool.name);
-        pools.push(pool.clone());
-        pools.sort_by(|a, b| a.name.cmp(&b.name));
-        self.ensure_shared(&ns, &pools).await?;
-        let data = manifests::installation(&pool, &self.images);
-        self.mrs.ensure(&ns, &names::installation_mr(pool_name), &data).await?;
+        let cache = self.cache.state();
+        let plan = plan::plan(
+            cr,
+            cache.iter().map(|o| &**o),
+            cluster,
+            &self.images,
+            &self.requirements,
+        )?;
+        self.mrs.ensure(&ns, SHARED_MR, &plan.shared).await?;
+        self.mrs
+            .ensure(&ns, &names::installation_mr(&plan.pool), &plan.installation)
+            .await?;
         Ok(())
     }
 

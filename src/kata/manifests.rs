@@ -8,13 +8,24 @@ use crate::managedresources::Manifests;
 use kube::Resource;
 use serde::Serialize;
 
+/// `<kind>__[<namespace>__]<name>.yaml`; Secret keys allow only `[-._a-zA-Z0-9]`.
 fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     let kind = K::kind(&()).to_lowercase();
     let meta = obj.meta();
-    match &meta.namespace {
-        Some(ns) => format!("{kind}__{ns}__{}.yaml", meta.name.as_deref().unwrap_or_default()),
-        None => format!("{kind}__{}.yaml", meta.name.as_deref().unwrap_or_default()),
-    }
+    let name = meta.name.as_deref().unwrap_or_default();
+    let key = match &meta.namespace {
+        Some(ns) => format!("{kind}__{ns}__{name}.yaml"),
+        None => format!("{kind}__{name}.yaml"),
+    };
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn add<K: Resource<DynamicType = ()> + Serialize>(out: &mut Manifests, obj: &K) {

@@ -6,6 +6,7 @@ pub mod imagevector;
 pub mod installer;
 pub mod manifests;
 pub mod names;
+pub mod plan;
 pub mod pools;
 pub mod rbac;
 pub mod requirements;

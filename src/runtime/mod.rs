@@ -1,4 +1,10 @@
 //! Operational duties of every Gardener extension: metrics, health, leader election, heartbeat,
 //! logging and shutdown.
 
+pub mod health;
+pub mod heartbeat;
+pub mod leader;
+pub mod logging;
 pub mod metrics;
+pub mod process_metrics;
+pub mod shutdown;

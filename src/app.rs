@@ -1,0 +1,186 @@
+//! The extension process: health and metrics servers, leader election, the ContainerRuntime
+//! controller with its heartbeat on the leader, and a graceful shutdown.
+
+use crate::cli::RunArgs;
+use crate::extension::controller::ControllerOptions;
+use crate::extension::run_controller;
+use crate::kata::installer::InstallerImages;
+use crate::kata::names::{EXTENSION_NAME, EXTENSION_TYPE};
+use crate::kata::requirements::Requirements;
+use crate::kata::{KataActuator, imagevector};
+use crate::runtime::health::{self, Readiness};
+use crate::runtime::leader::LeaderElection;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::shutdown::Shutdown;
+use crate::runtime::{heartbeat, process_metrics};
+use anyhow::{Context, bail};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long in-flight reconciles may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig given and no in-cluster configuration")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "runtime-kata".into());
+    format!("{host}_{}", crate::testenv::random_suffix())
+}
+
+/// Runs until SIGTERM/SIGINT (exit 0) or a fatal error (exit non-zero).
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube_client(&args).await?;
+    let images = imagevector::ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
+    let installer_images = InstallerImages {
+        kata_deploy: images.image(imagevector::KATA_DEPLOY)?.to_string(),
+        node_labeler: images.image(imagevector::NODE_LABELER)?.to_string(),
+    };
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    process_metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let readiness = Readiness::default();
+    let controller_ready = readiness.check("controller-cache");
+
+    let health_addr = health::parse_bind_address(&args.health_bind_address).map_err(anyhow::Error::msg)?;
+    let metrics_addr = health::parse_bind_address(&args.metrics_bind_address).map_err(anyhow::Error::msg)?;
+    let (_, health_task) = health::serve(
+        "health",
+        health_addr,
+        health::health_router(readiness.clone()),
+        shutdown.wait(),
+    )
+    .await
+    .with_context(|| format!("binding the health address {health_addr}"))?;
+    let (_, metrics_task) = health::serve(
+        "metrics",
+        metrics_addr,
+        health::metrics_router(registry),
+        shutdown.wait(),
+    )
+    .await
+    .with_context(|| format!("binding the metrics address {metrics_addr}"))?;
+
+    let namespace = args.leader_election_namespace.clone();
+    let heartbeat_namespace = args.heartbeat_namespace.clone().or_else(|| namespace.clone());
+
+    // Standby replicas are ready: they serve the webhook and wait for the lease.
+    let election = if args.leader_election {
+        let Some(ns) = &namespace else {
+            bail!("--leader-election needs --leader-election-namespace (or LEADER_ELECTION_NAMESPACE)");
+        };
+        controller_ready.send_replace(true);
+        let mut election = LeaderElection::start(client.clone(), ns, &args.leader_election_id, &identity())
+            .await
+            .context("starting leader election")?;
+        tracing::info!(lease = %args.leader_election_id, namespace = %ns, "waiting to become leader");
+        let became_leader = tokio::select! {
+            r = election.is_leader.wait_for(|l| *l) => { r.map(|_| true).context("leader election stopped")? }
+            _ = shutdown.wait() => false,
+        };
+        if !became_leader {
+            election.release().await;
+            let _ = tokio::join!(health_task, metrics_task);
+            return Ok(());
+        }
+        tracing::info!("became leader");
+        metrics.leader.set(1);
+        controller_ready.send_replace(false);
+        Some(election)
+    } else {
+        None
+    };
+
+    // Losing the lease stops the controllers at once: another replica may already be leading.
+    let lost_lease = Shutdown::new();
+    if let Some(election) = &election {
+        let mut rx = election.is_leader.clone();
+        let (lost, stop) = (lost_lease.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = rx.wait_for(|l| !*l).await;
+            if !stop.is_triggered() {
+                tracing::error!("leader lease lost, stopping");
+                lost.trigger();
+                stop.trigger();
+            }
+        });
+    }
+
+    let heartbeat_task = heartbeat_namespace.map(|ns| {
+        let stop = shutdown.wait();
+        tokio::spawn(heartbeat::run(
+            client.clone(),
+            ns,
+            EXTENSION_NAME.into(),
+            Duration::from_secs(args.heartbeat_renew_interval_seconds),
+            stop,
+        ))
+    });
+
+    let cache = kube::runtime::reflector::store();
+    let actuator = KataActuator::new(
+        client.clone(),
+        cache.0.clone(),
+        installer_images,
+        Requirements {
+            supported_providers: args.supported_providers.clone(),
+            supported_machine_images: args.supported_machine_images.clone(),
+        },
+    );
+    let mut opts = ControllerOptions::new(EXTENSION_TYPE);
+    opts.max_concurrent_reconciles = args.max_concurrent_reconciles.max(1);
+    opts.predicate.classes = args.extension_classes.clone();
+    opts.predicate.ignore_operation_annotation = args.ignore_operation_annotation;
+    tracing::info!(
+        gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"),
+        max_concurrent_reconciles = opts.max_concurrent_reconciles,
+        "starting the ContainerRuntime controller"
+    );
+    let controller = tokio::spawn(run_controller(
+        client.clone(),
+        actuator,
+        cache,
+        opts,
+        metrics.clone(),
+        controller_ready,
+        shutdown.wait(),
+    ));
+
+    shutdown.wait().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, controller).await.is_err() {
+        tracing::warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}");
+    }
+    if let Some(t) = heartbeat_task {
+        t.abort();
+    }
+    if let Some(election) = election {
+        metrics.leader.set(0);
+        election.release().await;
+    }
+    let _ = tokio::join!(health_task, metrics_task);
+    if lost_lease.is_triggered() {
+        bail!("leader lease lost");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

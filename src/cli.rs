@@ -1,0 +1,163 @@
+//! Command-line flags, named as in Gardener's extension library so charts and operators find the
+//! usual knobs.
+
+use crate::runtime::logging::{LogFormat, LogLevel};
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "gardener-extension-runtime-kata",
+    version,
+    about = "Gardener extension: Kata Containers as a container runtime for shoot worker pools",
+    long_about = "Runs the ContainerRuntime controller (type kata) and the OperatingSystemConfig webhook in a seed. \
+Without a subcommand it runs the extension; the subcommands are operator tools."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print every object the extension would deploy into the shoot for a ContainerRuntime.
+    Render(RenderArgs),
+    /// (Runs in the shoot, next to kata-deploy.) Label this node with the installed shims until SIGTERM.
+    NodeLabeler(NodeLabelerArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// The Cluster object (YAML or JSON) of the shoot namespace.
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// The ContainerRuntime to render; repeat to add the shoot's other kata pools (the first one is rendered).
+    #[arg(long = "container-runtime", required = true)]
+    pub container_runtimes: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeLabelerArgs {
+    /// Labels to set, `key=value` separated by commas.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// The node to label.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Re-apply the labels this often, in seconds (someone may remove them).
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookMode {
+    Service,
+    Url,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailurePolicy {
+    Ignore,
+    Fail,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Kubeconfig of the seed; in-cluster configuration when unset.
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Run controllers only on the replica holding the leader Lease.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    pub leader_election: bool,
+    #[arg(long, default_value = "runtime-kata-leader-election")]
+    pub leader_election_id: String,
+    /// Namespace of the leader Lease (the extension's own namespace).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    #[arg(long, default_value_t = 5)]
+    pub max_concurrent_reconciles: u16,
+    /// Reconcile on every generation or Cluster change instead of gardenlet's operation annotation.
+    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    pub ignore_operation_annotation: bool,
+    /// Extension classes to serve (shoot, seed, garden); empty means shoot.
+    #[arg(long, value_delimiter = ',')]
+    pub extension_classes: Vec<String>,
+
+    /// Namespace of the heartbeat Lease; defaults to the leader election namespace.
+    #[arg(long)]
+    pub heartbeat_namespace: Option<String>,
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat_renew_interval_seconds: u64,
+
+    /// Gardener version of the landscape (injected by gardenlet).
+    #[arg(long)]
+    pub gardener_version: Option<String>,
+
+    /// Provider types that may run kata (comma-separated); empty means all.
+    #[arg(long, value_delimiter = ',', env = "KATA_SUPPORTED_PROVIDERS")]
+    pub supported_providers: Vec<String>,
+    /// Machine image names that may run kata (comma-separated); empty means all.
+    #[arg(long, value_delimiter = ',', env = "KATA_SUPPORTED_MACHINE_IMAGES")]
+    pub supported_machine_images: Vec<String>,
+
+    /// Do not serve or register the OperatingSystemConfig webhook.
+    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    pub disable_webhooks: bool,
+    #[arg(long, value_enum, default_value_t = WebhookMode::Service)]
+    pub webhook_config_mode: WebhookMode,
+    /// With mode url: the host (and port) the apiserver calls, e.g. 127.0.0.1:9443.
+    #[arg(long)]
+    pub webhook_config_url: Option<String>,
+    /// Namespace of the webhook Service and of the certificate Secret.
+    #[arg(long, env = "WEBHOOK_CONFIG_NAMESPACE")]
+    pub webhook_config_namespace: Option<String>,
+    #[arg(long, default_value_t = 443)]
+    pub webhook_config_service_port: u16,
+    #[arg(long, default_value = "0.0.0.0")]
+    pub webhook_config_server_host: String,
+    #[arg(long, default_value_t = 10250)]
+    pub webhook_config_server_port: u16,
+    /// What the apiserver does when the webhook cannot be reached. Ignore keeps an outage of this
+    /// extension from blocking any OperatingSystemConfig on the seed.
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Ignore)]
+    pub webhook_failure_policy: FailurePolicy,
+    /// Also select OSCs by the pool's container-runtime label (Gardener versions that set it).
+    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    pub webhook_object_selector: bool,
+
+    #[arg(long, default_value = ":8080")]
+    pub metrics_bind_address: String,
+    #[arg(long, default_value = ":8081")]
+    pub health_bind_address: String,
+
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_parse_with_gardener_defaults() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["x", "--leader-election=false", "--extension-classes=shoot,seed"]);
+        assert!(cli.command.is_none());
+        assert!(!cli.run.leader_election);
+        assert_eq!(cli.run.extension_classes, ["shoot", "seed"]);
+        assert_eq!(cli.run.leader_election_id, "runtime-kata-leader-election");
+        assert_eq!(cli.run.metrics_bind_address, ":8080");
+        assert_eq!(cli.run.health_bind_address, ":8081");
+        assert_eq!(cli.run.heartbeat_renew_interval_seconds, 30);
+        assert_eq!(cli.run.webhook_failure_policy, FailurePolicy::Ignore);
+        let cli = Cli::parse_from(["x", "render", "--cluster", "c.yaml", "--container-runtime", "a.yaml"]);
+        assert!(matches!(cli.command, Some(Command::Render(_))));
+    }
+}

@@ -1,0 +1,114 @@
+//! `/healthz`, `/readyz` and `/metrics` on their own plain-HTTP listeners.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+type Check = (String, watch::Receiver<bool>);
+
+/// Named readiness checks; `/readyz` is ready when all are true.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Arc<Mutex<Vec<Check>>>,
+}
+
+impl Readiness {
+    /// Registers a check and returns the sender that marks it ready.
+    pub fn check(&self, name: &str) -> watch::Sender<bool> {
+        let (tx, rx) = watch::channel(false);
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name.into(), rx));
+        tx
+    }
+
+    /// The names of the checks that are not ready yet.
+    pub fn failing(&self) -> Vec<String> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, rx)| !*rx.borrow())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+async fn readyz(State(r): State<Readiness>) -> impl IntoResponse {
+    let failing = r.failing();
+    if failing.is_empty() {
+        (StatusCode::OK, "ok".to_string())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", failing.join(", ")),
+        )
+    }
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    crate::runtime::process_metrics::refresh();
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            e.to_string(),
+        ),
+    }
+}
+
+pub fn health_router(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(readiness)
+}
+
+pub fn metrics_router(registry: Arc<Registry>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(registry)
+}
+
+/// Parses Gardener-style addresses (`:8080`, `0.0.0.0:8080`, `127.0.0.1:0`).
+pub fn parse_bind_address(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse().map_err(|e| format!("invalid bind address {s:?}: {e}"))
+}
+
+/// Binds now (so errors surface at start-up) and serves until `shutdown`.
+pub async fn serve(
+    name: &'static str,
+    addr: SocketAddr,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(server = name, address = %local, "serving");
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(server = name, error = %e, "server failed");
+        }
+    });
+    Ok((local, handle))
+}

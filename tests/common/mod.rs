@@ -1,0 +1,254 @@
+//! Shared helpers of the integration tests: an in-process controller scoped to one namespace,
+//! Gardener-like objects, and gardenlet's readiness rule.
+#![allow(dead_code)]
+
+use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
+use gardener_extension_runtime_kata::api::containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
+use gardener_extension_runtime_kata::api::{OPERATION_ANNOTATION, OperationState, TIMESTAMP_ANNOTATION};
+use gardener_extension_runtime_kata::extension::controller::ControllerOptions;
+use gardener_extension_runtime_kata::extension::run_controller;
+use gardener_extension_runtime_kata::kata::KataActuator;
+use gardener_extension_runtime_kata::kata::installer::InstallerImages;
+use gardener_extension_runtime_kata::kata::requirements::Requirements;
+use gardener_extension_runtime_kata::runtime::metrics::Metrics;
+use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
+#[allow(unused_imports)]
+use json_patch as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const KATA_API: &str = "kata.runtime.extensions.config.gardener.cloud/v1alpha1";
+
+pub fn images() -> InstallerImages {
+    InstallerImages {
+        kata_deploy: "quay.io/kata-containers/kata-deploy:4.1.0".into(),
+        node_labeler: "example.invalid/runtime-kata:v0.0.0-test".into(),
+    }
+}
+
+pub fn kata_config(extra: Value) -> Value {
+    let mut v = json!({"apiVersion": KATA_API, "kind": "KataConfiguration"});
+    v.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    v
+}
+
+/// A controller for one namespace, stopped when dropped.
+pub struct TestController {
+    shutdown: Shutdown,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+pub async fn start_controller(client: Client, namespace: &str, requirements: Requirements) -> TestController {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let cache = kube::runtime::reflector::store();
+    let actuator = KataActuator::new(client.clone(), cache.0.clone(), images(), requirements);
+    let mut opts = ControllerOptions::new("kata");
+    opts.namespace = Some(namespace.into());
+    opts.backoff_base = Duration::from_millis(200);
+    opts.backoff_max = Duration::from_secs(2);
+    let shutdown = Shutdown::new();
+    let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(run_controller(
+        client,
+        actuator,
+        cache,
+        opts,
+        metrics.clone(),
+        ready,
+        shutdown.wait(),
+    ));
+    tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| *r))
+        .await
+        .expect("controller cache synced")
+        .unwrap();
+    TestController { shutdown, metrics }
+}
+
+pub struct PoolSpec<'a> {
+    pub name: &'a str,
+    pub provider_config: Option<Value>,
+    pub taints: Value,
+}
+
+pub fn pool<'a>(name: &'a str, provider_config: Option<Value>) -> PoolSpec<'a> {
+    PoolSpec {
+        name,
+        provider_config,
+        taints: json!([]),
+    }
+}
+
+pub fn shoot(provider: &str, pools: &[PoolSpec], failed: bool) -> Value {
+    let workers: Vec<Value> = pools
+        .iter()
+        .map(|p| {
+            let mut rt = json!({"type": "kata"});
+            if let Some(pc) = &p.provider_config {
+                rt["providerConfig"] = pc.clone();
+            }
+            json!({"name": p.name, "machine": {"type": "m5.large", "image": {"name": "gardenlinux", "version": "1877.0"}},
+                   "cri": {"name": "containerd", "containerRuntimes": [rt]}, "taints": p.taints})
+        })
+        .collect();
+    json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": "demo", "namespace": "garden-dev"},
+        "spec": {"kubernetes": {"version": "1.33.4"}, "provider": {"type": provider, "workers": workers}},
+        "status": {"lastOperation": {"type": "Reconcile", "state": if failed { "Failed" } else { "Succeeded" }}}
+    })
+}
+
+pub async fn create_cluster(client: &Client, namespace: &str, shoot: Value) {
+    let spec = ClusterSpec {
+        cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "local"}, "spec": {"type": "local"}}),
+        seed: Some(json!({"metadata": {"name": "seed"}, "spec": {"provider": {"type": "local", "region": "local"}}})),
+        shoot,
+    };
+    Api::<Cluster>::all(client.clone())
+        .create(&PostParams::default(), &Cluster::new(namespace, spec))
+        .await
+        .expect("creating the Cluster");
+}
+
+pub fn timestamp_now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
+}
+
+/// Creates `kata-<pool>` as gardenlet does: reconcile annotation plus timestamp.
+pub async fn create_cr(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    provider_config: Option<Value>,
+) -> ContainerRuntime {
+    let mut cr = ContainerRuntime::new(
+        &format!("kata-{pool}"),
+        ContainerRuntimeSpec {
+            type_: "kata".into(),
+            class: None,
+            provider_config,
+            binary_path: "/var/bin/containerruntimes".into(),
+            worker_pool: WorkerPool {
+                name: pool.into(),
+                selector: LabelSelector {
+                    match_labels: Some([("worker.gardener.cloud/pool".to_string(), pool.to_string())].into()),
+                    ..Default::default()
+                },
+            },
+        },
+    );
+    cr.annotations_mut()
+        .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
+    cr.annotations_mut()
+        .insert(TIMESTAMP_ANNOTATION.into(), timestamp_now());
+    Api::<ContainerRuntime>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &cr)
+        .await
+        .expect("creating the ContainerRuntime")
+}
+
+/// Sets gardenlet's operation annotation (and a fresh timestamp), optionally replacing the
+/// providerConfig in the same write.
+pub async fn annotate(client: &Client, namespace: &str, name: &str, op: &str, provider_config: Option<Value>) {
+    let mut ops = vec![
+        json!({"op": "add", "path": "/metadata/annotations", "value": {}}),
+        json!({"op": "add", "path": "/metadata/annotations/gardener.cloud~1operation", "value": op}),
+        json!({"op": "add", "path": "/metadata/annotations/gardener.cloud~1timestamp", "value": timestamp_now()}),
+    ];
+    let api = Api::<ContainerRuntime>::namespaced(client.clone(), namespace);
+    // keep other annotations: only create the map when there is none
+    if !api
+        .get(name)
+        .await
+        .expect("reading the ContainerRuntime")
+        .annotations()
+        .is_empty()
+    {
+        ops.remove(0);
+    }
+    if let Some(pc) = provider_config {
+        ops.push(json!({"op": "add", "path": "/spec/providerConfig", "value": pc}));
+    }
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).unwrap();
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .expect("annotating the ContainerRuntime");
+}
+
+/// gardenlet's `CheckExtensionObject`: why the object is not ready, or None.
+pub fn not_ready_reason(cr: &ContainerRuntime) -> Option<String> {
+    let Some(status) = &cr.status else {
+        return Some("no status".into());
+    };
+    if let Some(e) = &status.last_error {
+        return Some(format!("lastError: {}", e.description));
+    }
+    if status.observed_generation != cr.metadata.generation {
+        return Some(format!(
+            "observedGeneration {:?} != generation {:?}",
+            status.observed_generation, cr.metadata.generation
+        ));
+    }
+    if let Some(op) = cr.annotations().get(OPERATION_ANNOTATION) {
+        return Some(format!("operation annotation {op} still present"));
+    }
+    let Some(last) = &status.last_operation else {
+        return Some("no lastOperation".into());
+    };
+    if last.state != OperationState::Succeeded {
+        return Some(format!("lastOperation {:?} {:?}", last.type_, last.state));
+    }
+    if let Some(ts) = cr.annotations().get(TIMESTAMP_ANNOTATION) {
+        let ts: k8s_openapi::jiff::Timestamp = ts.parse().expect("timestamp annotation");
+        if last.last_update_time.0.as_second() < ts.as_second() {
+            return Some("lastUpdateTime older than the timestamp annotation".into());
+        }
+    }
+    None
+}
+
+/// Polls `f` until it returns Some, or panics with the last observation after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => panic!("timed out waiting for {what}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+pub async fn wait_ready(client: &Client, namespace: &str, name: &str) -> ContainerRuntime {
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(30), &format!("{name} ready"), || async {
+        let cr = api.get(name).await.map_err(|e| e.to_string())?;
+        match not_ready_reason(&cr) {
+            None => Ok(cr),
+            Some(r) => Err(r),
+        }
+    })
+    .await
+}

@@ -1,0 +1,586 @@
+//! The ContainerRuntime controller against a real kube-apiserver: Gardener's extension contract
+//! as gardenlet observes it, and what kata deploys into the shoot.
+
+mod common;
+
+use common::*;
+use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
+use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
+use gardener_extension_runtime_kata::api::{OPERATION_ANNOTATION, OperationState, OperationType};
+use gardener_extension_runtime_kata::kata::requirements::Requirements;
+use gardener_extension_runtime_kata::testenv::TestEnv;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const FINALIZER: &str = "extensions.gardener.cloud/containerruntime";
+const SHARED: &str = "extension-runtime-kata";
+
+fn installation(pool: &str) -> String {
+    format!("extension-runtime-kata-installation-{pool}")
+}
+
+async fn mr_data(client: &Client, ns: &str, name: &str) -> (ManagedResource, Secret, BTreeMap<String, String>) {
+    let mr = Api::<ManagedResource>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    assert_eq!(mr.spec.secret_refs.len(), 1);
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&mr.spec.secret_refs[0].name)
+        .await
+        .unwrap();
+    let data = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect();
+    (mr, secret, data)
+}
+
+fn runtime_classes(data: &BTreeMap<String, String>) -> BTreeMap<String, RuntimeClass> {
+    data.iter()
+        .filter(|(k, _)| k.starts_with("runtimeclass__"))
+        .map(|(_, v)| {
+            let rc: RuntimeClass = serde_saphyr::from_str(v).unwrap();
+            (rc.name_any(), rc)
+        })
+        .collect()
+}
+
+fn daemon_set(data: &BTreeMap<String, String>) -> DaemonSet {
+    let (_, yaml) = data
+        .iter()
+        .find(|(k, _)| k.starts_with("daemonset__"))
+        .expect("a DaemonSet");
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn setup(prefix: &str, pools: &[PoolSpec<'_>]) -> (Client, String, TestController) {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace(prefix).await;
+    create_cluster(&client, &ns, shoot("local", pools, false)).await;
+    let controller = start_controller(client.clone(), &ns, Requirements::default()).await;
+    (client, ns, controller)
+}
+
+#[tokio::test]
+async fn new_pool_reaches_gardenlets_readiness_rule() {
+    let (client, ns, controller) = setup("ready", &[pool("a", None)]).await;
+    create_cr(&client, &ns, "a", None).await;
+    let cr = wait_ready(&client, &ns, "kata-a").await;
+    assert!(cr.finalizers().contains(&FINALIZER.to_string()));
+    let last = cr.status.unwrap().last_operation.unwrap();
+    assert_eq!(
+        (last.type_, last.state, last.progress),
+        (OperationType::Create, OperationState::Succeeded, 100)
+    );
+
+    let (mr, secret, data) = mr_data(&client, &ns, SHARED).await;
+    assert_eq!(mr.labels()["origin"], "extension-runtime-kata");
+    assert_eq!(mr.spec.class, None);
+    assert_eq!(
+        mr.spec.inject_labels.unwrap()["shoot.gardener.cloud/no-cleanup"],
+        "true"
+    );
+    assert_eq!(secret.immutable, Some(true));
+    assert_eq!(
+        secret.labels()["resources.gardener.cloud/garbage-collectable-reference"],
+        "true"
+    );
+    let rcs = runtime_classes(&data);
+    // defaults: qemu, clh, fc
+    assert_eq!(
+        rcs.keys().cloned().collect::<Vec<_>>(),
+        ["kata-clh", "kata-fc", "kata-qemu"]
+    );
+    let qemu = &rcs["kata-qemu"];
+    assert_eq!(qemu.handler, "kata-qemu");
+    let overhead = qemu.overhead.as_ref().unwrap().pod_fixed.as_ref().unwrap();
+    assert_eq!(overhead["memory"].0, "320Mi");
+    assert_eq!(overhead["cpu"].0, "250m");
+    assert_eq!(
+        rcs["kata-fc"].overhead.as_ref().unwrap().pod_fixed.as_ref().unwrap()["memory"].0,
+        "130Mi"
+    );
+    assert!(data.contains_key("serviceaccount__kube-system__kata-deploy.yaml"));
+    assert!(data.contains_key("clusterrole__extensions.gardener.cloud_runtime-kata_kata-deploy.yaml"));
+    assert!(data.keys().any(|k| k.starts_with("clusterrolebinding__")));
+
+    let (_, _, data) = mr_data(&client, &ns, &installation("a")).await;
+    let ds = daemon_set(&data);
+    let spec = ds.spec.unwrap().template.spec.unwrap();
+    let selector = spec.node_selector.unwrap();
+    assert_eq!(selector["worker.gardener.cloud/pool"], "a");
+    assert_eq!(selector["containerruntime.worker.gardener.cloud/kata"], "true");
+    let kube_kata = &spec.containers[0];
+    assert_eq!(
+        kube_kata.image.as_deref(),
+        Some("quay.io/kata-containers/kata-deploy:4.1.0")
+    );
+    assert_eq!(kube_kata.security_context.as_ref().unwrap().privileged, Some(false));
+    let env: BTreeMap<_, _> = kube_kata
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    assert_eq!(env["SHIMS_X86_64"], "qemu clh fc");
+    assert_eq!(env["DEFAULT_SHIM_X86_64"], "qemu");
+    assert_eq!(env["SNAPSHOTTER_HANDLER_MAPPING_X86_64"], "fc:devmapper");
+    assert_eq!(spec.priority_class_name.as_deref(), Some("system-node-critical"));
+
+    let reconciles: u64 = {
+        controller
+            .metrics
+            .reconcile_total
+            .get_or_create(&gardener_extension_runtime_kata::runtime::metrics::ResultLabels {
+                controller: "containerruntime".into(),
+                result: "success".into(),
+            })
+            .get()
+    };
+    assert!(reconciles >= 1);
+}
+
+#[tokio::test]
+async fn pools_with_different_hypervisors_get_the_union_each_scheduling_only_where_installed() {
+    let a = kata_config(json!({"hypervisors": ["qemu"]}));
+    let b = kata_config(json!({"hypervisors": ["fc", "clh"], "defaultHypervisor": "clh"}));
+    let mut tainted = pool("b", Some(b.clone()));
+    tainted.taints = json!([{"key": "dedicated", "value": "kata", "effect": "NoSchedule"}]);
+    let (client, ns, _c) = setup("union", &[pool("a", Some(a.clone())), tainted]).await;
+    create_cr(&client, &ns, "a", Some(a)).await;
+    create_cr(&client, &ns, "b", Some(b)).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    wait_ready(&client, &ns, "kata-b").await;
+    // the last writer saw both pools
+    let rcs = eventually(Duration::from_secs(10), "union of RuntimeClasses", || async {
+        let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+        let rcs = runtime_classes(&data);
+        if rcs.len() == 4 {
+            Ok(rcs)
+        } else {
+            Err(format!("{:?}", rcs.keys()))
+        }
+    })
+    .await;
+    assert_eq!(
+        rcs.keys().cloned().collect::<Vec<_>>(),
+        ["kata", "kata-clh", "kata-fc", "kata-qemu"]
+    );
+    assert_eq!(rcs["kata"].handler, "kata-clh");
+    // each class requires its shim's node label ...
+    for (name, shim) in [
+        ("kata-qemu", "qemu"),
+        ("kata-fc", "fc"),
+        ("kata-clh", "clh"),
+        ("kata", "clh"),
+    ] {
+        let sel = rcs[name].scheduling.as_ref().unwrap().node_selector.clone().unwrap();
+        assert_eq!(
+            sel[&format!("kata.runtime.extensions.gardener.cloud/{shim}")],
+            "true",
+            "{name}"
+        );
+        assert_eq!(sel["katacontainers.io/kata-runtime"], "true");
+    }
+    // ... which only the installer of a pool with that shim sets on its nodes
+    let labels_of = |pool: &'static str| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let (_, _, data) = mr_data(&client, &ns, &installation(pool)).await;
+            let spec = daemon_set(&data).spec.unwrap().template.spec.unwrap();
+            let labeler = spec
+                .containers
+                .iter()
+                .find(|c| c.name == "node-labeler")
+                .unwrap()
+                .clone();
+            labeler.args.unwrap()[1].clone()
+        }
+    };
+    assert_eq!(
+        labels_of("a").await,
+        "--labels=kata.runtime.extensions.gardener.cloud/qemu=true"
+    );
+    assert_eq!(
+        labels_of("b").await,
+        "--labels=kata.runtime.extensions.gardener.cloud/fc=true,kata.runtime.extensions.gardener.cloud/clh=true"
+    );
+    // pool b is tainted: only the classes of its shims tolerate the taint
+    let tolerates = |name: &str| rcs[name].scheduling.as_ref().unwrap().tolerations.is_some();
+    assert!(tolerates("kata-fc") && tolerates("kata-clh") && !tolerates("kata-qemu"));
+}
+
+#[tokio::test]
+async fn spec_change_reapplies_without_leaking_the_old_secret() {
+    let (client, ns, _c) = setup("change", &[pool("a", None)]).await;
+    create_cr(&client, &ns, "a", Some(kata_config(json!({"hypervisors": ["qemu"]})))).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let (old_mr, old_secret, _) = mr_data(&client, &ns, &installation("a")).await;
+    let (_, old_shared, _) = mr_data(&client, &ns, SHARED).await;
+
+    let pc = kata_config(json!({"hypervisors": ["qemu", "clh"], "debug": true}));
+    annotate(&client, &ns, "kata-a", "reconcile", Some(pc)).await;
+    let cr = wait_ready(&client, &ns, "kata-a").await;
+    assert_eq!(cr.metadata.generation, Some(2));
+    let (mr, secret, data) = mr_data(&client, &ns, &installation("a")).await;
+    assert_ne!(secret.name_any(), old_secret.name_any());
+    assert_ne!(mr.metadata.resource_version, old_mr.metadata.resource_version);
+    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh"))
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "DEBUG" && e.value.as_deref() == Some("true"))
+    );
+    assert!(
+        !exists::<Secret>(&client, &ns, &old_secret.name_any()).await,
+        "old installation secret leaked"
+    );
+    assert!(
+        !exists::<Secret>(&client, &ns, &old_shared.name_any()).await,
+        "old shared secret leaked"
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(secrets.items.len(), 2, "exactly one secret per ManagedResource");
+
+    // an unchanged re-reconcile writes no ManagedResource or Secret
+    let rv = mr.metadata.resource_version.clone();
+    annotate(&client, &ns, "kata-a", "reconcile", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let (mr, _, _) = mr_data(&client, &ns, &installation("a")).await;
+    assert_eq!(mr.metadata.resource_version, rv);
+}
+
+#[tokio::test]
+async fn bad_provider_config_is_a_configuration_problem_until_fixed() {
+    let (client, ns, _c) = setup("badcfg", &[pool("a", None)]).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let cases = [
+        (
+            json!({"hypervisors": ["qemu"], "surprise": 1}),
+            "unknown field `surprise`",
+        ),
+        (json!({"hypervisors": ["qemu", "xen"]}), "hypervisors[1]"),
+        (
+            json!({"hypervisors": ["qemu"], "defaultHypervisor": "fc"}),
+            "defaultHypervisor",
+        ),
+        (json!({"devmapper": {"dataSize": "100Gigs"}}), "devmapper.dataSize"),
+    ];
+    create_cr(&client, &ns, "a", Some(kata_config(cases[0].0.clone()))).await;
+    for (i, (bad, field)) in cases.iter().enumerate() {
+        if i > 0 {
+            annotate(&client, &ns, "kata-a", "reconcile", Some(kata_config(bad.clone()))).await;
+        }
+        let generation = i as i64 + 1;
+        let err = eventually(Duration::from_secs(20), &format!("error for {field}"), || async {
+            let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+            let st = cr.status.clone().unwrap_or_default();
+            match (&st.last_error, st.observed_generation) {
+                (Some(e), Some(g)) if g == generation && e.description.contains(field) => Ok((cr, e.clone())),
+                _ => Err(format!("{:?}", st.last_error)),
+            }
+        })
+        .await;
+        let (cr, last_error) = err;
+        assert_eq!(last_error.codes, ["ERR_CONFIGURATION_PROBLEM"], "{field}");
+        let last = cr.status.unwrap().last_operation.unwrap();
+        assert_eq!((last.state, last.progress), (OperationState::Error, 50));
+        assert!(!exists::<ManagedResource>(&client, &ns, &installation("a")).await);
+    }
+    annotate(
+        &client,
+        &ns,
+        "kata-a",
+        "reconcile",
+        Some(kata_config(json!({"hypervisors": ["qemu"]}))),
+    )
+    .await;
+    wait_ready(&client, &ns, "kata-a").await;
+}
+
+#[tokio::test]
+async fn unsupported_provider_is_a_configuration_problem() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("unsupported").await;
+    create_cluster(&client, &ns, shoot("openstack", &[pool("a", None)], false)).await;
+    let reqs = Requirements {
+        supported_providers: vec!["aws".into(), "gcp".into()],
+        supported_machine_images: vec![],
+    };
+    let _c = start_controller(client.clone(), &ns, reqs).await;
+    create_cr(&client, &ns, "a", None).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let e = eventually(Duration::from_secs(20), "unsupported error", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        cr.status
+            .and_then(|s| s.last_error)
+            .ok_or_else(|| "no error yet".to_string())
+    })
+    .await;
+    assert_eq!(e.codes, ["ERR_CONFIGURATION_PROBLEM"]);
+    assert!(
+        e.description.contains("provider type \"openstack\""),
+        "{}",
+        e.description
+    );
+}
+
+async fn add_gardener_finalizer(client: &Client, ns: &str, name: &str) {
+    let patch = json!({"metadata": {"finalizers": ["resources.gardener.cloud/gardener-resource-manager"]}});
+    Api::<ManagedResource>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+async fn drop_gardener_finalizer(client: &Client, ns: &str, name: &str) {
+    let patch = json!({"metadata": {"finalizers": null}});
+    let _ = Api::<ManagedResource>::namespaced(client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
+}
+
+async fn gone(client: &Client, ns: &str, name: &str) {
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), ns);
+    eventually(Duration::from_secs(30), &format!("{name} gone"), || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(cr) => Err(format!(
+                "finalizers {:?}, status {:?}",
+                cr.finalizers(),
+                cr.status.as_ref().map(|s| &s.last_operation)
+            )),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deleting_one_pool_keeps_the_shared_resources_and_the_last_removes_everything() {
+    let a = kata_config(json!({"hypervisors": ["qemu"]}));
+    let b = kata_config(json!({"hypervisors": ["fc"]}));
+    let (client, ns, _c) = setup("delete", &[pool("a", Some(a.clone())), pool("b", Some(b.clone()))]).await;
+    create_cr(&client, &ns, "a", Some(a)).await;
+    create_cr(&client, &ns, "b", Some(b)).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    wait_ready(&client, &ns, "kata-b").await;
+    // gardener-resource-manager holds the installation until the DaemonSet is gone: deletion waits
+    add_gardener_finalizer(&client, &ns, &installation("b")).await;
+
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    api.delete("kata-b", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cr = api.get("kata-b").await.unwrap();
+    assert!(
+        cr.finalizers().contains(&FINALIZER.to_string()),
+        "must wait for the installation to go"
+    );
+    let last = cr.status.unwrap().last_operation.unwrap();
+    assert_eq!(
+        (last.type_, last.state),
+        (OperationType::Delete, OperationState::Processing)
+    );
+    drop_gardener_finalizer(&client, &ns, &installation("b")).await;
+    gone(&client, &ns, "kata-b").await;
+
+    assert!(!exists::<ManagedResource>(&client, &ns, &installation("b")).await);
+    assert!(exists::<ManagedResource>(&client, &ns, &installation("a")).await);
+    let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+    assert_eq!(
+        runtime_classes(&data).keys().cloned().collect::<Vec<_>>(),
+        ["kata-qemu"],
+        "b's shims are gone"
+    );
+
+    api.delete("kata-a", &DeleteParams::default()).await.unwrap();
+    gone(&client, &ns, "kata-a").await;
+    for mr in [SHARED.to_string(), installation("a")] {
+        assert!(!exists::<ManagedResource>(&client, &ns, &mr).await, "{mr}");
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        secrets.items.is_empty(),
+        "{:?}",
+        secrets.items.iter().map(|s| s.name_any()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn migrate_keeps_shoot_objects_and_restore_brings_everything_back() {
+    let (client, ns, _c) = setup("migrate", &[pool("a", None)]).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    // hold the ManagedResources like the resource manager does, to see what migrate left on them
+    for mr in [SHARED.to_string(), installation("a")] {
+        add_gardener_finalizer(&client, &ns, &mr).await;
+    }
+    annotate(&client, &ns, "kata-a", "migrate", None).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let cr = eventually(Duration::from_secs(20), "migrated", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        let last = cr.status.as_ref().and_then(|s| s.last_operation.clone());
+        match last {
+            Some(l) if l.type_ == OperationType::Migrate && l.state == OperationState::Succeeded => Ok(cr),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(cr.finalizers().is_empty(), "all finalizers removed after migrate");
+    let cr = eventually(Duration::from_secs(10), "migrate annotation removed", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        if cr.annotations().contains_key(OPERATION_ANNOTATION) {
+            Err("still annotated".into())
+        } else {
+            Ok(cr)
+        }
+    })
+    .await;
+    assert!(cr.finalizers().is_empty());
+    for mr in [SHARED.to_string(), installation("a")] {
+        let m = Api::<ManagedResource>::namespaced(client.clone(), &ns)
+            .get(&mr)
+            .await
+            .unwrap();
+        assert_eq!(m.spec.keep_objects, Some(true), "{mr}");
+        assert!(
+            m.metadata.deletion_timestamp.is_some(),
+            "{mr} deleted from the source seed"
+        );
+        drop_gardener_finalizer(&client, &ns, &mr).await;
+    }
+
+    // a migrated object is left alone by ordinary reconciles
+    annotate(&client, &ns, "kata-a", "reconcile", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!exists::<ManagedResource>(&client, &ns, SHARED).await);
+
+    annotate(&client, &ns, "kata-a", "restore", None).await;
+    let cr = wait_ready(&client, &ns, "kata-a").await;
+    let last = cr.status.unwrap().last_operation.unwrap();
+    assert_eq!(last.type_, OperationType::Restore);
+    assert!(cr.metadata.finalizers.unwrap().contains(&FINALIZER.to_string()));
+    for mr in [SHARED.to_string(), installation("a")] {
+        let (m, _, _) = mr_data(&client, &ns, &mr).await;
+        assert_eq!(m.spec.keep_objects, Some(false));
+    }
+}
+
+#[tokio::test]
+async fn a_failed_shoot_is_skipped() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("failed").await;
+    create_cluster(&client, &ns, shoot("local", &[pool("a", None)], true)).await;
+    let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
+    create_cr(&client, &ns, "a", None).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cr = Api::<ContainerRuntime>::namespaced(client.clone(), &ns)
+        .get("kata-a")
+        .await
+        .unwrap();
+    assert!(
+        cr.status.and_then(|s| s.last_operation).is_none(),
+        "no operation on a failed shoot"
+    );
+    assert!(cr.metadata.finalizers.is_none());
+    assert!(!exists::<ManagedResource>(&client, &ns, SHARED).await);
+}
+
+#[tokio::test]
+async fn a_missing_cluster_is_an_error_that_recovers() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("nocluster").await;
+    let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
+    create_cr(&client, &ns, "a", None).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let e = eventually(Duration::from_secs(20), "missing Cluster error", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        cr.status
+            .and_then(|s| s.last_error)
+            .ok_or_else(|| "no error yet".to_string())
+    })
+    .await;
+    assert!(e.description.contains("Cluster"), "{}", e.description);
+    assert!(e.codes.is_empty(), "retryable: no configuration code");
+    create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
+    wait_ready(&client, &ns, "kata-a").await;
+}
+
+#[tokio::test]
+async fn every_shoot_object_passes_a_server_side_dry_run() {
+    let a = kata_config(json!({"hypervisors": ["qemu", "fc"], "defaultHypervisor": "qemu",
+        "allowedHypervisorAnnotations": ["default_memory"]}));
+    let (client, ns, _c) = setup("dryrun", &[pool("a", Some(a.clone()))]).await;
+    create_cr(&client, &ns, "a", Some(a)).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let mut count = 0;
+    for mr in [SHARED.to_string(), installation("a")] {
+        let (_, _, data) = mr_data(&client, &ns, &mr).await;
+        for (key, yaml) in data {
+            let obj: kube::api::DynamicObject = serde_saphyr::from_str(&yaml).unwrap();
+            let tm = obj.types.clone().unwrap();
+            let (group, version) = tm.api_version.rsplit_once('/').unwrap_or(("", &tm.api_version));
+            let gvk = kube::api::GroupVersionKind::gvk(group, version, &tm.kind);
+            let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
+            let api: Api<kube::api::DynamicObject> = match caps.scope {
+                kube::discovery::Scope::Namespaced => {
+                    Api::namespaced_with(client.clone(), obj.metadata.namespace.as_deref().unwrap(), &ar)
+                }
+                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+            };
+            api.create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{key} rejected by the apiserver: {e}"));
+            count += 1;
+        }
+    }
+    // 3 RuntimeClasses (kata, kata-qemu, kata-fc), SA, ClusterRole, binding, DaemonSet
+    assert_eq!(count, 7);
+}
