@@ -30,7 +30,7 @@ fmt:
 
 ## Run the extension against a local control plane with an example shoot.
 local: testbin
-	cargo run --locked --example local
+	cargo run --locked --example local -- $(ARGS)
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)

@@ -44,8 +44,8 @@ fn identity() -> String {
     format!("{host}_{}", crate::testenv::random_suffix())
 }
 
-/// Runs until SIGTERM/SIGINT (exit 0) or a fatal error (exit non-zero).
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Runs until `shutdown` (SIGTERM/SIGINT in the binary; exit 0) or a fatal error (non-zero).
+pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let client = kube_client(&args).await?;
     let images = imagevector::ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
     let installer_images = InstallerImages {
@@ -57,8 +57,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     process_metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
-    let shutdown = Shutdown::new();
-    shutdown.on_signals();
     let readiness = Readiness::default();
     let controller_ready = readiness.check("controller-cache");
 
@@ -113,7 +111,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Losing the lease stops the controllers at once: another replica may already be leading.
     let lost_lease = Shutdown::new();
-    if let Some(election) = &election {
+    let lease_monitor = election.as_ref().map(|election| {
         let mut rx = election.is_leader.clone();
         let (lost, stop) = (lost_lease.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -123,8 +121,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 lost.trigger();
                 stop.trigger();
             }
-        });
-    }
+        })
+    });
 
     let heartbeat_task = heartbeat_namespace.map(|ns| {
         let stop = shutdown.wait();
@@ -172,6 +170,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(t) = heartbeat_task {
         t.abort();
+    }
+    if let Some(monitor) = lease_monitor {
+        // its receiver would keep the lease manager from releasing
+        monitor.abort();
+        let _ = monitor.await;
     }
     if let Some(election) = election {
         metrics.leader.set(0);

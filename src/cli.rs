@@ -70,7 +70,7 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Run controllers only on the replica holding the leader Lease.
-    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_election: bool,
     #[arg(long, default_value = "runtime-kata-leader-election")]
     pub leader_election_id: String,
@@ -81,7 +81,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5)]
     pub max_concurrent_reconciles: u16,
     /// Reconcile on every generation or Cluster change instead of gardenlet's operation annotation.
-    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub ignore_operation_annotation: bool,
     /// Extension classes to serve (shoot, seed, garden); empty means shoot.
     #[arg(long, value_delimiter = ',')]
@@ -105,7 +105,7 @@ pub struct RunArgs {
     pub supported_machine_images: Vec<String>,
 
     /// Do not serve or register the OperatingSystemConfig webhook.
-    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub disable_webhooks: bool,
     #[arg(long, value_enum, default_value_t = WebhookMode::Service)]
     pub webhook_config_mode: WebhookMode,
@@ -126,7 +126,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = FailurePolicy::Ignore)]
     pub webhook_failure_policy: FailurePolicy,
     /// Also select OSCs by the pool's container-runtime label (Gardener versions that set it).
-    #[arg(long, default_value_t = false, action = ArgAction::Set)]
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub webhook_object_selector: bool,
 
     #[arg(long, default_value = ":8080")]

@@ -4,13 +4,18 @@ use gardener_extension_runtime_kata::kata::imagevector::{self, ImageVector};
 use gardener_extension_runtime_kata::kata::installer::InstallerImages;
 use gardener_extension_runtime_kata::kata::requirements::Requirements;
 use gardener_extension_runtime_kata::runtime::logging;
+use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
 use gardener_extension_runtime_kata::{app, node_labeler, render};
 use std::process::ExitCode;
 use std::time::Duration;
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        None => app::run(cli.run).await,
+        None => {
+            let shutdown = Shutdown::new();
+            shutdown.on_signals();
+            app::run(cli.run, shutdown).await
+        }
         Some(Command::Render(r)) => {
             let images = ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
             let images = InstallerImages {

@@ -6,6 +6,7 @@ pub mod actuator;
 pub mod controller;
 pub mod operation;
 pub mod predicate;
+pub mod readiness;
 pub mod reconciler;
 pub mod status;
 

@@ -103,8 +103,12 @@ pub fn init(level: LogLevel, format: LogFormat) {
         LogLevel::Info => "info",
         LogLevel::Error => "error",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},kube_lease_manager=warn,hyper=warn,rustls=warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            // kube logs every failed request at error level; we log failures ourselves, with context
+            format!("{level},kube_client::client::builder=off,kube_lease_manager=warn,hyper=warn,rustls=warn"),
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -4,7 +4,7 @@
 
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
 use gardener_extension_runtime_kata::api::containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
-use gardener_extension_runtime_kata::api::{OPERATION_ANNOTATION, OperationState, TIMESTAMP_ANNOTATION};
+use gardener_extension_runtime_kata::api::{OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
 use gardener_extension_runtime_kata::extension::controller::ControllerOptions;
 use gardener_extension_runtime_kata::extension::run_controller;
 use gardener_extension_runtime_kata::kata::KataActuator;
@@ -193,37 +193,7 @@ pub async fn annotate(client: &Client, namespace: &str, name: &str, op: &str, pr
         .expect("annotating the ContainerRuntime");
 }
 
-/// gardenlet's `CheckExtensionObject`: why the object is not ready, or None.
-pub fn not_ready_reason(cr: &ContainerRuntime) -> Option<String> {
-    let Some(status) = &cr.status else {
-        return Some("no status".into());
-    };
-    if let Some(e) = &status.last_error {
-        return Some(format!("lastError: {}", e.description));
-    }
-    if status.observed_generation != cr.metadata.generation {
-        return Some(format!(
-            "observedGeneration {:?} != generation {:?}",
-            status.observed_generation, cr.metadata.generation
-        ));
-    }
-    if let Some(op) = cr.annotations().get(OPERATION_ANNOTATION) {
-        return Some(format!("operation annotation {op} still present"));
-    }
-    let Some(last) = &status.last_operation else {
-        return Some("no lastOperation".into());
-    };
-    if last.state != OperationState::Succeeded {
-        return Some(format!("lastOperation {:?} {:?}", last.type_, last.state));
-    }
-    if let Some(ts) = cr.annotations().get(TIMESTAMP_ANNOTATION) {
-        let ts: k8s_openapi::jiff::Timestamp = ts.parse().expect("timestamp annotation");
-        if last.last_update_time.0.as_second() < ts.as_second() {
-            return Some("lastUpdateTime older than the timestamp annotation".into());
-        }
-    }
-    None
-}
+pub use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
 
 /// Polls `f` until it returns Some, or panics with the last observation after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T

@@ -1,0 +1,168 @@
+//! `make local`: the extension's main job on a local control plane, no cluster needed.
+//!
+//! Starts etcd + kube-apiserver (built by `make testbin`), loads the example shoot from
+//! `example/local/` (a Cluster and one kata ContainerRuntime per pool, as gardenlet creates them),
+//! runs the extension (the same code as the binary, with leader election and heartbeat) and
+//! shows what it did. `--keep` leaves everything running for kubectl until Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
+use gardener_extension_runtime_kata::api::{Cluster, ContainerRuntime, TIMESTAMP_ANNOTATION};
+use gardener_extension_runtime_kata::app;
+use gardener_extension_runtime_kata::cli::Cli;
+use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
+use gardener_extension_runtime_kata::runtime::logging::{self, LogFormat, LogLevel};
+use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
+use gardener_extension_runtime_kata::testenv::TestEnv;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::ResourceExt;
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::time::{Duration, Instant};
+
+const SHOOT_NS: &str = "shoot--local--demo";
+const EXTENSION_NS: &str = "extension-runtime-kata";
+
+fn read<T: serde::de::DeserializeOwned>(path: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    serde_saphyr::from_str(&text).with_context(|| format!("decoding {path}"))
+}
+
+async fn namespace(client: &kube::Client, name: &str, shoot: bool) -> anyhow::Result<()> {
+    let labels = shoot.then(|| [("gardener.cloud/role".to_string(), "shoot".to_string())].into());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let keep = std::env::args().any(|a| a == "--keep");
+    logging::init(LogLevel::Info, LogFormat::Text);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let started = Instant::now();
+    println!("==> starting a local control plane (etcd + kube-apiserver from .testbin)");
+    let env = TestEnv::start().await.context("starting the local control plane")?;
+    let client = env.client().await;
+    println!("    ready in {:.1?}: {}", started.elapsed(), env.url());
+
+    println!("==> loading the example shoot from example/local/");
+    namespace(&client, SHOOT_NS, true).await?;
+    namespace(&client, EXTENSION_NS, false).await?;
+    let cluster: Cluster = read("example/local/cluster.yaml")?;
+    Api::<Cluster>::all(client.clone())
+        .create(&PostParams::default(), &cluster)
+        .await?;
+    let crs: Api<ContainerRuntime> = Api::namespaced(client.clone(), SHOOT_NS);
+    let mut names = Vec::new();
+    for pool in ["vm", "fc"] {
+        let mut cr: ContainerRuntime = read(&format!("example/local/containerruntime-{pool}.yaml"))?;
+        cr.annotations_mut().insert(
+            TIMESTAMP_ANNOTATION.into(),
+            k8s_openapi::jiff::Timestamp::now().to_string(),
+        );
+        crs.create(&PostParams::default(), &cr).await?;
+        names.push(cr.name_any());
+    }
+
+    println!("==> running the extension (leader election and heartbeat in {EXTENSION_NS})");
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let args = Cli::parse_from([
+        "gardener-extension-runtime-kata",
+        "--kubeconfig",
+        &kubeconfig,
+        "--leader-election-namespace",
+        EXTENSION_NS,
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+        "--health-bind-address",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+        "--disable-webhooks",
+    ])
+    .run;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals();
+    let extension = tokio::spawn(app::run(args, shutdown.clone()));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in &names {
+        loop {
+            let cr = crs.get(name).await?;
+            match not_ready_reason(&cr) {
+                None => break,
+                Some(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(reason) => anyhow::bail!("{name} did not become ready: {reason}"),
+            }
+        }
+    }
+    println!("\n==> ContainerRuntimes (gardenlet's readiness rule holds for all)");
+    for cr in crs.list(&Default::default()).await? {
+        let op = cr.status.as_ref().and_then(|s| s.last_operation.clone());
+        if let Some(op) = op {
+            println!(
+                "    {:<8} {:?} {:?} ({}), finalizers {:?}",
+                cr.name_any(),
+                op.type_,
+                op.state,
+                op.description,
+                cr.finalizers()
+            );
+        }
+    }
+    println!("\n==> ManagedResources in {SHOOT_NS} (applied into the shoot by gardener-resource-manager)");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), SHOOT_NS);
+    for mr in Api::<ManagedResource>::namespaced(client.clone(), SHOOT_NS)
+        .list(&Default::default())
+        .await?
+    {
+        let secret = &mr.spec.secret_refs[0].name;
+        println!(
+            "    {} (secret {secret}, origin={})",
+            mr.name_any(),
+            mr.labels()["origin"]
+        );
+        let data = secrets.get(secret).await?.data.unwrap_or_default();
+        for (key, value) in data {
+            if key.starts_with("runtimeclass__") {
+                let rc: RuntimeClass = serde_saphyr::from_str(std::str::from_utf8(&value.0)?)?;
+                let sel = rc.scheduling.and_then(|s| s.node_selector).unwrap_or_default();
+                let sel: Vec<_> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("      - {key}: handler {}, nodeSelector {}", rc.handler, sel.join(","));
+            } else {
+                println!("      - {key}");
+            }
+        }
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), EXTENSION_NS);
+    println!("\n==> Leases in {EXTENSION_NS}");
+    for lease in leases.list(&Default::default()).await? {
+        let spec = lease.spec.clone().unwrap_or_default();
+        println!(
+            "    {:<32} holder {:?}, renewed {:?}",
+            lease.name_any(),
+            spec.holder_identity.unwrap_or_default(),
+            spec.renew_time.map(|t| t.0.to_string()).unwrap_or_default()
+        );
+    }
+    println!("\nDone in {:.1?}.", started.elapsed());
+    if keep {
+        println!("Still running; use `KUBECONFIG={kubeconfig} kubectl ...`, Ctrl-C to stop.");
+    } else {
+        shutdown.trigger();
+    }
+    extension.await??;
+    Ok(())
+}
