@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     opts.max_concurrent_reconciles = args.max_concurrent_reconciles.max(1);
     opts.predicate.classes = args.extension_classes.clone();
     opts.predicate.ignore_operation_annotation = args.ignore_operation_annotation;
+    opts.namespace = args.watch_namespace.clone();
     tracing::info!(
         gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"),
         max_concurrent_reconciles = opts.max_concurrent_reconciles,

@@ -80,6 +80,9 @@ pub struct RunArgs {
 
     #[arg(long, default_value_t = 5)]
     pub max_concurrent_reconciles: u16,
+    /// Watch ContainerRuntimes of this namespace only (local runs and tests); all when unset.
+    #[arg(long)]
+    pub watch_namespace: Option<String>,
     /// Reconcile on every generation or Cluster change instead of gardenlet's operation annotation.
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub ignore_operation_annotation: bool,

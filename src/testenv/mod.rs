@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use process::Binaries;
 use process::Supervised;
+pub use process::{Binaries, free_port};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestEnvError {
@@ -210,6 +210,12 @@ impl TestEnv {
     /// TokenRequest API, so RBAC applies exactly as for a pod. The ServiceAccount is created if
     /// missing.
     pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<kube::Client, TestEnvError> {
+        let token = self.service_account_token(namespace, name).await?;
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        client_for(&kubeconfig_yaml(&self.url, &self.ca_pem, &user, &token)).await
+    }
+
+    async fn service_account_token(&self, namespace: &str, name: &str) -> Result<String, TestEnvError> {
         let admin = self.client().await;
         let sas: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         let sa = ServiceAccount {
@@ -231,14 +237,22 @@ impl TestEnv {
             },
             ..Default::default()
         };
-        let token = sas
-            .create_token_request(name, &PostParams::default(), &request)
+        sas.create_token_request(name, &PostParams::default(), &request)
             .await?
             .status
             .map(|s| s.token)
-            .ok_or_else(|| TestEnvError::Startup("TokenRequest returned no token".into()))?;
+            .ok_or_else(|| TestEnvError::Startup("TokenRequest returned no token".into()))
+    }
+
+    /// A kubeconfig file for ServiceAccount `namespace/name` (created if missing), for processes
+    /// that should run with exactly that ServiceAccount's permissions.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf, TestEnvError> {
+        let token = self.service_account_token(namespace, name).await?;
         let user = format!("system:serviceaccount:{namespace}:{name}");
-        client_for(&kubeconfig_yaml(&self.url, &self.ca_pem, &user, &token)).await
+        let path = self.dir.path().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, kubeconfig_yaml(&self.url, &self.ca_pem, &user, &token))
+            .map_err(io(format!("writing {}", path.display())))?;
+        Ok(path)
     }
 
     /// Creates a fresh shoot-like namespace (`shoot--it--<prefix>-<n>`) and returns its name.
