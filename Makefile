@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin test unit lint fmt local clean-testbin
+.PHONY: all build testbin test unit lint fmt local bench clean-testbin
 
 all: build
 
@@ -34,3 +34,8 @@ local: testbin
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)
+
+## Seed-scale benchmark of the release binary against the real apiserver (prints Markdown).
+bench: testbin
+	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench
+	./target/release/examples/scale_bench

@@ -8,6 +8,7 @@ use crate::kata::installer::InstallerImages;
 use crate::kata::names::{EXTENSION_NAME, EXTENSION_TYPE};
 use crate::kata::requirements::Requirements;
 use crate::kata::{KataActuator, imagevector};
+use crate::runtime::client_metrics::CountRequestsLayer;
 use crate::runtime::health::{self, Readiness};
 use crate::runtime::leader::LeaderElection;
 use crate::runtime::metrics::Metrics;
@@ -21,7 +22,7 @@ use std::time::Duration;
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+pub async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
     let config = match &args.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -34,7 +35,20 @@ pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
             .await
             .context("no kubeconfig given and no in-cluster configuration")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
+}
+
+pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(kube_config(args).await?).context("building the Kubernetes client")
+}
+
+/// A client whose requests are counted in `rest_client_requests_total`.
+fn counted_client(config: kube::Config, metrics: &Metrics) -> anyhow::Result<kube::Client> {
+    let layer = CountRequestsLayer::new(metrics.rest_client_requests_total.clone());
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&layer)
+        .build())
 }
 
 fn identity() -> String {
@@ -46,7 +60,7 @@ fn identity() -> String {
 
 /// Runs until `shutdown` (SIGTERM/SIGINT in the binary; exit 0) or a fatal error (non-zero).
 pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
-    let client = kube_client(&args).await?;
+    let config = kube_config(&args).await?;
     let images = imagevector::ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
     let installer_images = InstallerImages {
         kata_deploy: images.image(imagevector::KATA_DEPLOY)?.to_string(),
@@ -54,6 +68,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    let client = counted_client(config, &metrics)?;
     process_metrics::register(&mut registry);
     let registry = Arc::new(registry);
 

@@ -379,6 +379,10 @@ async fn readyz_waits_for_the_cache_and_metrics_count_the_work() {
         0.0
     );
     assert!(body.contains("workqueue_depth{name=\"containerruntime\"}"), "{body}");
+    assert!(
+        sample(&body, "rest_client_requests_total{method=\"PATCH\",code=\"200\"}") >= 6.0,
+        "{body}"
+    );
 }
 
 #[test]

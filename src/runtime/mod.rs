@@ -1,6 +1,7 @@
 //! Operational duties of every Gardener extension: metrics, health, leader election, heartbeat,
 //! logging and shutdown.
 
+pub mod client_metrics;
 pub mod health;
 pub mod heartbeat;
 pub mod leader;

@@ -180,6 +180,11 @@ impl TestEnv {
         })
     }
 
+    /// The kube-apiserver process id (CPU accounting in benchmarks).
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.pid()
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

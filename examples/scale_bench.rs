@@ -1,0 +1,345 @@
+//! `make bench`: reconcile throughput, API cost, memory and CPU of the real extension binary at
+//! seed scale, next to a physical-limit baseline, against the real kube-apiserver.
+//!
+//! For each N: N kata ContainerRuntimes in N/2 shoot namespaces (two pools each, with their
+//! Cluster), created as gardenlet does (operation annotation + timestamp). Measures the time until
+//! all satisfy gardenlet's readiness rule, then the same for deleting all of them. The baseline is
+//! a plain client performing the writes the extension performs per object, with the same
+//! concurrency. Prints Markdown.
+
+use futures::{StreamExt, stream};
+use gardener_extension_runtime_kata::api::containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
+use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
+use gardener_extension_runtime_kata::api::{Cluster, ClusterSpec, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
+use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
+use gardener_extension_runtime_kata::managedresources::{Manifests, build_managed_resource, build_secret};
+use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CONCURRENCY: usize = 5;
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    // SAFETY: sysconf has no preconditions
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics(port: u16) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf
+}
+
+/// rest_client_requests_total summed by verb.
+fn requests_by_verb(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("rest_client_requests_total{")) {
+        let verb = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?");
+        let v: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *out.entry(verb.to_string()).or_default() += v;
+    }
+    out
+}
+
+fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, n: usize) -> String {
+    after
+        .iter()
+        .map(|(k, v)| (k, (v - before.get(k).copied().unwrap_or(0.0)) / n as f64))
+        .filter(|(k, v)| *v > 0.0 && k.as_str() != "WATCH")
+        .map(|(k, v)| format!("{k} {v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn cr(ns: &str, pool: &str, label: &str) -> ContainerRuntime {
+    let mut cr = ContainerRuntime::new(
+        &format!("kata-{pool}"),
+        ContainerRuntimeSpec {
+            type_: "kata".into(),
+            class: None,
+            provider_config: None,
+            binary_path: "/var/bin/containerruntimes".into(),
+            worker_pool: WorkerPool {
+                name: pool.into(),
+                selector: LabelSelector {
+                    match_labels: Some([("worker.gardener.cloud/pool".to_string(), pool.to_string())].into()),
+                    ..Default::default()
+                },
+            },
+        },
+    );
+    cr.metadata.namespace = Some(ns.into());
+    cr.labels_mut().insert("bench".into(), label.into());
+    cr.annotations_mut()
+        .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
+    cr.annotations_mut().insert(
+        TIMESTAMP_ANNOTATION.into(),
+        k8s_openapi::jiff::Timestamp::now().to_string(),
+    );
+    cr
+}
+
+async fn setup_namespaces(client: &Client, label: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|i| format!("shoot--bench--{label}-{i}")).collect();
+    stream::iter(names.clone())
+        .for_each_concurrent(16, |ns| async move {
+            let mut n = Namespace::default();
+            n.metadata = ObjectMeta {
+                name: Some(ns.clone()),
+                labels: Some([("gardener.cloud/role".to_string(), "shoot".to_string())].into()),
+                ..Default::default()
+            };
+            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &n).await.unwrap();
+            let workers: Vec<_> = ["a", "b"]
+                .iter()
+                .map(|p| json!({"name": p, "machine": {"image": {"name": "gardenlinux"}}, "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]}}))
+                .collect();
+            let spec = ClusterSpec {
+                cloud_profile: json!({"metadata": {"name": "local"}, "spec": {"type": "local"}}),
+                seed: None,
+                shoot: json!({"metadata": {"name": ns}, "spec": {"provider": {"type": "local", "workers": workers}},
+                              "status": {"lastOperation": {"state": "Succeeded"}}}),
+            };
+            Api::<Cluster>::all(client.clone()).create(&PostParams::default(), &Cluster::new(&ns, spec)).await.unwrap();
+        })
+        .await;
+    names
+}
+
+async fn create_all(client: &Client, namespaces: &[String], label: &str) {
+    let objs: Vec<ContainerRuntime> = namespaces
+        .iter()
+        .flat_map(|ns| [cr(ns, "a", label), cr(ns, "b", label)])
+        .collect();
+    stream::iter(objs)
+        .for_each_concurrent(16, |o| async move {
+            Api::<ContainerRuntime>::namespaced(client.clone(), o.metadata.namespace.as_deref().unwrap())
+                .create(&PostParams::default(), &o)
+                .await
+                .unwrap();
+        })
+        .await;
+}
+
+async fn wait_all(client: &Client, label: &str, n: usize, pred: impl Fn(&[ContainerRuntime]) -> bool) {
+    let api: Api<ContainerRuntime> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("bench={label}"));
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        let items = api.list(&lp).await.unwrap().items;
+        if pred(&items) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out ({n} objects, label {label})");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct Run {
+    wall: Duration,
+    delete: Duration,
+    per_reconcile: String,
+    per_delete: String,
+    steady: String,
+    peak_kib: u64,
+    steady_kib: u64,
+    ext_cpu: f64,
+    api_cpu: f64,
+}
+
+async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize) -> Run {
+    let label = format!("ext{n}");
+    let namespaces = setup_namespaces(client, &label, n / 2).await;
+    let port = free_port().unwrap();
+    let mut child: Child = Command::new(bin)
+        .arg(format!("--kubeconfig={}", env.kubeconfig_path().display()))
+        .args(["--leader-election=false", "--disable-webhooks", "--log-level=error"])
+        .arg(format!("--max-concurrent-reconciles={CONCURRENCY}"))
+        .arg(format!("--metrics-bind-address=127.0.0.1:{port}"))
+        .arg(format!("--health-bind-address=127.0.0.1:{}", free_port().unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the extension binary");
+    let pid = child.id();
+    while metrics(port).await.is_empty() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = requests_by_verb(&metrics(port).await);
+    let (cpu0, api0) = (cpu_seconds(pid), cpu_seconds(env.apiserver_pid()));
+    let t0 = Instant::now();
+    create_all(client, &namespaces, &label).await;
+    wait_all(client, &label, n, |items| {
+        items.len() == n && items.iter().all(|c| not_ready_reason(c).is_none())
+    })
+    .await;
+    let wall = t0.elapsed();
+    let (ext_cpu, api_cpu) = (cpu_seconds(pid) - cpu0, cpu_seconds(env.apiserver_pid()) - api0);
+    let after = requests_by_verb(&metrics(port).await);
+    let peak_kib = status_kib(pid, "VmHWM:");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let steady_kib = status_kib(pid, "VmRSS:");
+
+    // steady state: gardenlet re-annotates unchanged objects
+    let api: Api<ContainerRuntime> = Api::all(client.clone());
+    let sample: Vec<_> = namespaces.iter().take(50).collect();
+    let s0 = requests_by_verb(&metrics(port).await);
+    for ns in &sample {
+        let patch = json!({"metadata": {"annotations": {OPERATION_ANNOTATION: "reconcile", TIMESTAMP_ANNOTATION: k8s_openapi::jiff::Timestamp::now().to_string()}}});
+        Api::<ContainerRuntime>::namespaced(client.clone(), ns)
+            .patch("kata-a", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    let _ = &api;
+    wait_all(client, &label, n, |items| {
+        items.iter().all(|c| not_ready_reason(c).is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let steady = diff(&requests_by_verb(&metrics(port).await), &s0, sample.len());
+
+    let d0 = requests_by_verb(&metrics(port).await);
+    let t1 = Instant::now();
+    stream::iter(
+        namespaces
+            .iter()
+            .flat_map(|ns| [(ns.clone(), "kata-a"), (ns.clone(), "kata-b")]),
+    )
+    .for_each_concurrent(16, |(ns, name)| async move {
+        Api::<ContainerRuntime>::namespaced(client.clone(), &ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    })
+    .await;
+    wait_all(client, &label, n, |items| items.is_empty()).await;
+    let delete = t1.elapsed();
+    let per_delete = diff(&requests_by_verb(&metrics(port).await), &d0, n);
+    // SAFETY: plain kill(2) on our child
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    Run {
+        wall,
+        delete,
+        per_reconcile: diff(&after, &before, n),
+        per_delete,
+        steady,
+        peak_kib,
+        steady_kib,
+        ext_cpu,
+        api_cpu,
+    }
+}
+
+/// The writes the extension performs for one new object, done directly.
+async fn baseline_create(client: Client, cr: ContainerRuntime, with_shared: bool) {
+    let ns = cr.metadata.namespace.clone().unwrap();
+    let name = cr.name_any();
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let pp = PatchParams::default();
+    let meta = json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}, "finalizers": ["extensions.gardener.cloud/containerruntime"]}});
+    api.patch(&name, &pp, &Patch::Merge(&meta)).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let processing = json!({"status": {"lastOperation": {"type": "Create", "state": "Processing", "progress": 1, "description": "x", "lastUpdateTime": now}}});
+    api.patch_status(&name, &pp, &Patch::Merge(&processing)).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mrs: Api<ManagedResource> = Api::namespaced(client.clone(), &ns);
+    let mut names = vec![format!(
+        "extension-runtime-kata-installation-{}",
+        cr.spec.worker_pool.name
+    )];
+    if with_shared {
+        names.push("extension-runtime-kata".into());
+    }
+    for mr_name in names {
+        let data = Manifests::from([("x.yaml".to_string(), format!("# {mr_name}\n"))]);
+        let secret = build_secret(&ns, &mr_name, "bench", &data);
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        let mr = build_managed_resource(&ns, &mr_name, "bench", &secret.name_any());
+        mrs.patch(&mr_name, &PatchParams::apply("bench").force(), &Patch::Apply(&mr))
+            .await
+            .unwrap();
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let done = json!({"status": {"lastOperation": {"type": "Create", "state": "Succeeded", "progress": 100, "description": "x", "lastUpdateTime": now}, "lastError": null, "observedGeneration": 1}});
+    api.patch_status(&name, &pp, &Patch::Merge(&done)).await.unwrap();
+}
+
+async fn run_baseline(client: &Client, n: usize) -> Duration {
+    let label = format!("base{n}");
+    let namespaces = setup_namespaces(client, &label, n / 2).await;
+    let t0 = Instant::now();
+    create_all(client, &namespaces, &label).await;
+    let objs: Vec<(ContainerRuntime, bool)> = namespaces
+        .iter()
+        .flat_map(|ns| [(cr(ns, "a", &label), true), (cr(ns, "b", &label), false)])
+        .collect();
+    stream::iter(objs)
+        .for_each_concurrent(CONCURRENCY, |(o, shared)| baseline_create(client.clone(), o, shared))
+        .await;
+    t0.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
+        .unwrap_or_else(|_| "100,500,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("BENCH_SIZES"))
+        .collect();
+    let bin = std::env::var("BENCH_BINARY").unwrap_or_else(|_| "target/release/gardener-extension-runtime-kata".into());
+    let env = TestEnv::start().await.expect("control plane");
+    let client = env.client().await;
+    println!(
+        "| N | extension ready | baseline writes | ratio | delete all | API requests per object (create) | per object (delete) | steady-state re-reconcile | peak RSS | steady RSS | CPU extension / apiserver |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let base = run_baseline(&client, n).await;
+        let r = run_extension(&env, &client, &bin, n).await;
+        println!(
+            "| {n} | {:.2} s | {:.2} s | {:.2} | {:.2} s | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} s / {:.1} s |",
+            r.wall.as_secs_f64(),
+            base.as_secs_f64(),
+            r.wall.as_secs_f64() / base.as_secs_f64(),
+            r.delete.as_secs_f64(),
+            r.per_reconcile,
+            r.per_delete,
+            r.steady,
+            r.peak_kib as f64 / 1024.0,
+            r.steady_kib as f64 / 1024.0,
+            r.ext_cpu,
+            r.api_cpu
+        );
+    }
+}
