@@ -111,10 +111,12 @@ async fn setup_namespaces(client: &Client, label: &str, count: usize) -> Vec<Str
     let names: Vec<String> = (0..count).map(|i| format!("shoot--bench--{label}-{i}")).collect();
     stream::iter(names.clone())
         .for_each_concurrent(16, |ns| async move {
-            let mut n = Namespace::default();
-            n.metadata = ObjectMeta {
-                name: Some(ns.clone()),
-                labels: Some([("gardener.cloud/role".to_string(), "shoot".to_string())].into()),
+            let n = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.clone()),
+                    labels: Some([("gardener.cloud/role".to_string(), "shoot".to_string())].into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &n).await.unwrap();
