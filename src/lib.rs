@@ -5,5 +5,7 @@ pub mod certs;
 pub mod extension;
 pub mod kata;
 pub mod managedresources;
+pub mod node;
 pub mod runtime;
 pub mod testenv;
+pub mod webhook;
