@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin test unit lint fmt local clean-testbin
+.PHONY: all build testbin tools test unit lint fmt local bench clean-testbin
 
 all: build
 
@@ -14,8 +14,12 @@ build:
 testbin:
 	bash hack/testbin.sh
 
+## Host tools the tests use (shellcheck for the devmapper setup script).
+tools:
+	bash hack/install-tools.sh
+
 ## Unit + integration tests against a real kube-apiserver.
-test: testbin
+test: testbin tools
 	cargo test --locked --all-targets
 
 unit:
@@ -31,6 +35,10 @@ fmt:
 ## Run the extension against a local control plane with an example shoot.
 local: testbin
 	cargo run --locked --example local
+
+## Webhook latency/throughput (prints a Markdown table; see docs/benchmarks.md).
+bench:
+	cargo bench --locked --bench webhook
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)

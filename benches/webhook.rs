@@ -33,12 +33,16 @@ fn cluster() -> Cluster {
 /// A realistic reconcile OSC: ~20 units and ~40 files, like gardenlet's.
 fn review(pool: &str) -> Vec<u8> {
     let units: Vec<Value> = (0..20)
-        .map(|i| json!({"name": format!("unit-{i}.service"), "command": "start", "enable": true,
-                         "content": format!("[Unit]\nDescription=unit {i}\n[Service]\nExecStart=/opt/bin/u{i}\n")}))
+        .map(|i| {
+            json!({"name": format!("unit-{i}.service"), "command": "start", "enable": true,
+                         "content": format!("[Unit]\nDescription=unit {i}\n[Service]\nExecStart=/opt/bin/u{i}\n")})
+        })
         .collect();
     let files: Vec<Value> = (0..40)
-        .map(|i| json!({"path": format!("/etc/gardener/file-{i}"), "permissions": 420,
-                         "content": {"inline": {"encoding": "b64", "data": "x".repeat(2000)}}}))
+        .map(|i| {
+            json!({"path": format!("/etc/gardener/file-{i}"), "permissions": 420,
+                         "content": {"inline": {"encoding": "b64", "data": "x".repeat(2000)}}})
+        })
         .collect();
     serde_json::to_vec(&json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

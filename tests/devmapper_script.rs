@@ -229,10 +229,7 @@ fn simulated_cycle(fake_loops: bool) {
     let (data, meta) = (64 * MI, 4 * MI);
     let data_file = sb.dm_dir().join("data");
     let meta_file = sb.dm_dir().join("metadata");
-    eprintln!(
-        "loop devices: {}",
-        if sb.real_loops { "real" } else { "simulated" }
-    );
+    eprintln!("loop devices: {}", if sb.real_loops { "real" } else { "simulated" });
 
     // stale snapshotter state of a pool that no longer exists
     std::fs::create_dir_all(sb.snapshotter_root().join("metadata.db.d")).unwrap();
@@ -249,12 +246,7 @@ fn simulated_cycle(fake_loops: bool) {
     let data_dev = loops_of(&data_file, &sb);
     let meta_dev = loops_of(&meta_file, &sb);
     assert_eq!((data_dev.len(), meta_dev.len()), (1, 1));
-    let table = format!(
-        "0 {} thin-pool {} {} 128 32768\n",
-        data / 512,
-        meta_dev[0],
-        data_dev[0]
-    );
+    let table = format!("0 {} thin-pool {} {} 128 32768\n", data / 512, meta_dev[0], data_dev[0]);
     assert_eq!(sb.pool_table(pool).as_deref(), Some(table.as_str()));
 
     // the kernel formats the metadata and containers write data
@@ -407,7 +399,9 @@ fn with_a_real_kernel() {
     let data_file = dir.path().join("dm/data");
     let meta_file = dir.path().join("dm/metadata");
     let cleanup = || {
-        sh(&format!("dmsetup remove {thin} 2>/dev/null; dmsetup remove {pool} 2>/dev/null"));
+        sh(&format!(
+            "dmsetup remove {thin} 2>/dev/null; dmsetup remove {pool} 2>/dev/null"
+        ));
         for f in [&data_file, &meta_file] {
             sh(&format!(
                 "losetup -j '{}' | cut -d: -f1 | xargs -r -n1 losetup -d",

@@ -166,18 +166,20 @@ async fn wait_effective(api: &Api<OperatingSystemConfig>) {
         if is_mutated(&o) {
             return;
         }
-        assert!(Instant::now() < deadline, "webhook not called by the apiserver after 30s");
+        assert!(
+            Instant::now() < deadline,
+            "webhook not called by the apiserver after 30s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn expected(o: &OperatingSystemConfig) -> OperatingSystemConfig {
     let mut want = o.clone();
-    let dm = gardener_extension_runtime_kata::api::kata_config::KataConfiguration::from_provider_config(Some(
-        &fc_config(),
-    ))
-    .unwrap()
-    .devmapper;
+    let dm =
+        gardener_extension_runtime_kata::api::kata_config::KataConfiguration::from_provider_config(Some(&fc_config()))
+            .unwrap()
+            .devmapper;
     mutate_spec(&mut want.spec, &dm, &MutationSettings::default());
     want
 }
@@ -196,7 +198,15 @@ async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
     let sent = osc("osc-kata-fc", "kata-fc");
     let created = api.create(&PostParams::default(), &sent).await.unwrap();
     assert_eq!(created.spec, expected(&sent).spec);
-    let plugin = &created.spec.cri_config.as_ref().unwrap().containerd.as_ref().unwrap().plugins[0];
+    let plugin = &created
+        .spec
+        .cri_config
+        .as_ref()
+        .unwrap()
+        .containerd
+        .as_ref()
+        .unwrap()
+        .plugins[0];
     assert_eq!(plugin.path, vec![DEVMAPPER_PLUGIN.to_string()]);
     assert_eq!(plugin.values.as_ref().unwrap()["base_image_size"], "8GB");
 
@@ -207,16 +217,36 @@ async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
             u.content = Some("[Service]\nExecStart=/bin/true\n".into());
         }
     }
-    stale.spec.cri_config.as_mut().unwrap().containerd.as_mut().unwrap().plugins.clear();
-    stale.spec.units.push(gardener_extension_runtime_kata::webhook::mutate::setup_unit());
+    stale
+        .spec
+        .cri_config
+        .as_mut()
+        .unwrap()
+        .containerd
+        .as_mut()
+        .unwrap()
+        .plugins
+        .clear();
+    stale
+        .spec
+        .units
+        .push(gardener_extension_runtime_kata::webhook::mutate::setup_unit());
     // and a real change, as gardenlet makes it
     stale.spec.units[0].content = Some("[Service]\nExecStart=/opt/bin/kubelet --v=2\n".into());
-    let updated = api.replace("osc-kata-fc", &PostParams::default(), &stale).await.unwrap();
+    let updated = api
+        .replace("osc-kata-fc", &PostParams::default(), &stale)
+        .await
+        .unwrap();
     let mut sent_update = stale.clone();
     sent_update.metadata = updated.metadata.clone();
     assert_eq!(updated.spec, expected(&sent_update).spec);
     assert_eq!(
-        updated.spec.units.iter().filter(|u| u.name == devmapper::UNIT_NAME).count(),
+        updated
+            .spec
+            .units
+            .iter()
+            .filter(|u| u.name == devmapper::UNIT_NAME)
+            .count(),
         1
     );
     assert_eq!(
@@ -226,7 +256,10 @@ async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
     );
 
     // an update that changes nothing else stays a no-op (generation unchanged)
-    let again = api.replace("osc-kata-fc", &PostParams::default(), &updated).await.unwrap();
+    let again = api
+        .replace("osc-kata-fc", &PostParams::default(), &updated)
+        .await
+        .unwrap();
     assert_eq!(again.metadata.generation, Some(2));
 
     // pools without kata-fc: stored exactly as sent
@@ -300,9 +333,7 @@ fn served_certificate(addr: SocketAddr, ca_bundle_pem: &str, tls12_only: bool) -
     use std::net::TcpStream;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_bundle_pem.as_bytes()) {
-        roots
-            .add(cert.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     }
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
@@ -391,15 +422,7 @@ async fn certificate_rotation_is_picked_up_without_restart() {
         .get(&running.opts.configuration_name)
         .await
         .unwrap();
-    let bundle = String::from_utf8(
-        config.webhooks.unwrap()[0]
-            .client_config
-            .ca_bundle
-            .clone()
-            .unwrap()
-            .0,
-    )
-    .unwrap();
+    let bundle = String::from_utf8(config.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0).unwrap();
     assert!(bundle.contains(new_ca.trim()) && bundle.contains(old_ca.trim()));
     running.cleanup(client).await;
 }

@@ -87,7 +87,13 @@ mod tests {
         assert!(s.contains("POOL_NAME=\"${KATA_DEVMAPPER_POOL:-devpool}\""));
         assert!(s.contains(&format!("KATA_DEVMAPPER_SNAPSHOTTER_ROOT:-{SNAPSHOTTER_ROOT}}}")));
         assert!(s.contains(&format!("KATA_DEVMAPPER_DIR:-{DATA_DIR}}}")));
-        for placeholder in ["@DATA_DIR@", "@POOL_NAME@", "@DATA_SIZE@", "@METADATA_SIZE@", "@SNAPSHOTTER_ROOT@"] {
+        for placeholder in [
+            "@DATA_DIR@",
+            "@POOL_NAME@",
+            "@DATA_SIZE@",
+            "@METADATA_SIZE@",
+            "@SNAPSHOTTER_ROOT@",
+        ] {
             assert!(!s.contains(placeholder), "unreplaced {placeholder}");
         }
         // the only truncate calls work on freshly created *.new files
@@ -108,7 +114,10 @@ mod tests {
         ] {
             assert!(u.contains(needle), "missing {needle} in\n{u}");
         }
-        assert!(!u.contains("RequiredBy"), "a failing pool setup must not block containerd");
+        assert!(
+            !u.contains("RequiredBy"),
+            "a failing pool setup must not block containerd"
+        );
     }
 
     #[test]

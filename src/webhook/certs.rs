@@ -27,6 +27,7 @@ const KEY_CA_ROTATED_AT: &str = "ca-rotated-at";
 const KEY_TLS_CERT: &str = "tls.crt";
 const KEY_TLS_KEY: &str = "tls.key";
 const KEY_TLS_ISSUER: &str = "tls-issuer-sha256";
+const KEY_TLS_IDENTITY: &str = "tls-identity-sha256";
 
 /// Validity and rotation settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,6 +102,17 @@ pub struct Material {
     pub tls_cert: String,
     pub tls_key: String,
     pub tls_issuer: String,
+    /// Hash of the [`Identity`] the leaf was issued for: a changed Service, namespace or URL
+    /// gets a new certificate at once.
+    pub tls_identity: String,
+}
+
+fn identity_hash(id: &Identity) -> String {
+    let mut names = id.dns_names.clone();
+    names.sort();
+    let mut ips: Vec<String> = id.ips.iter().map(ToString::to_string).collect();
+    ips.sort();
+    fingerprint(&format!("{}|{}|{}", id.common_name, names.join(","), ips.join(",")))
 }
 
 fn fingerprint(pem: &str) -> String {
@@ -127,6 +139,7 @@ impl Material {
             tls_cert: get(KEY_TLS_CERT).unwrap_or_default(),
             tls_key: get(KEY_TLS_KEY).unwrap_or_default(),
             tls_issuer: get(KEY_TLS_ISSUER).unwrap_or_default(),
+            tls_identity: get(KEY_TLS_IDENTITY).unwrap_or_default(),
         })
     }
 
@@ -146,6 +159,7 @@ impl Material {
         put(KEY_TLS_CERT, &self.tls_cert);
         put(KEY_TLS_KEY, &self.tls_key);
         put(KEY_TLS_ISSUER, &self.tls_issuer);
+        put(KEY_TLS_IDENTITY, &self.tls_identity);
         data
     }
 
@@ -187,6 +201,7 @@ impl Material {
         self.tls_cert = leaf.cert_pem;
         self.tls_key = leaf.key_pem;
         self.tls_issuer = fingerprint(&self.ca_cert);
+        self.tls_identity = identity_hash(id);
         Ok(())
     }
 
@@ -226,9 +241,9 @@ impl Material {
             .ca_rotated_at
             .is_none_or(|at| now - at >= opts.ca_switch_grace.as_secs() as i64);
         let old_issuer = self.tls_issuer != current_ca;
-        // An expired or missing leaf is replaced at once; an old issuer only after the grace.
-        let leaf_expired = leaf_expires.is_none_or(|t| t <= now);
-        if leaf_expired || (old_issuer && grace_over) || (leaf_due && (!old_issuer || grace_over)) {
+        // An expired, missing or mis-addressed leaf is replaced at once; an old issuer only after the grace.
+        let leaf_unusable = leaf_expires.is_none_or(|t| t <= now) || self.tls_identity != identity_hash(id);
+        if leaf_unusable || (old_issuer && grace_over) || (leaf_due && (!old_issuer || grace_over)) {
             self.issue(opts, id)?;
             changed = true;
         }
@@ -453,5 +468,17 @@ mod tests {
         assert!(m.refresh(&o, &id(), now_unix() + 2).unwrap());
         assert!(m.old_ca_cert.is_none());
         assert_eq!(m.bundle().ca_bundle_pem, m.ca_cert);
+    }
+
+    #[test]
+    fn a_new_identity_gets_a_new_leaf_at_once() {
+        let o = opts(3600, 600, 60);
+        let mut m = Material::fresh(&o, &id()).unwrap();
+        let leaf = m.tls_cert.clone();
+        let mut other = id();
+        other.ips = vec!["10.0.0.1".parse().unwrap()];
+        assert!(m.refresh(&o, &other, now_unix()).unwrap());
+        assert_ne!(m.tls_cert, leaf);
+        assert!(!m.refresh(&o, &other, now_unix()).unwrap());
     }
 }

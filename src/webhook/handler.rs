@@ -13,10 +13,10 @@ use super::mutate::{self, MutationSettings, Skip};
 use crate::api::cluster::Cluster;
 use crate::runtime::metrics::{Metrics, WebhookCodeLabels, WebhookLabels};
 use axum::body::Bytes;
-use base64::Engine as _;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use futures::future::BoxFuture;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -266,7 +266,9 @@ mod tests {
     }
 
     fn static_state() -> (Arc<HandlerState>, Arc<Metrics>) {
-        state(Box::new(StaticClusters([("shoot--p--s".to_string(), cluster())].into())))
+        state(Box::new(StaticClusters(
+            [("shoot--p--s".to_string(), cluster())].into(),
+        )))
     }
 
     fn osc(pool: &str) -> Value {
@@ -305,7 +307,10 @@ mod tests {
             .await
             .unwrap();
         let status = response.status();
-        (status, response.into_body().collect().await.unwrap().to_bytes().to_vec())
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes().to_vec(),
+        )
     }
 
     async fn response_of(state: Arc<HandlerState>, body: Value) -> Value {

@@ -227,17 +227,19 @@ pub async fn run(
 ) -> Result<(), WebhookError> {
     server::install_crypto_provider();
     if !opts.path.starts_with('/') {
-        return Err(WebhookError::Options(format!("path {:?} must start with '/'", opts.path)));
+        return Err(WebhookError::Options(format!(
+            "path {:?} must start with '/'",
+            opts.path
+        )));
     }
     if opts.mode == ConfigMode::Url && opts.url.is_none() && opts.bind_address.is_unspecified() {
         tracing::warn!("url mode without --webhook-config-url: using https://127.0.0.1:<port>");
     }
-    let listener = std::net::TcpListener::bind((opts.bind_address, opts.server_port)).map_err(|source| {
-        WebhookError::Serve {
+    let listener =
+        std::net::TcpListener::bind((opts.bind_address, opts.server_port)).map_err(|source| WebhookError::Serve {
             addr: SocketAddr::new(opts.bind_address, opts.server_port),
             source,
-        }
-    })?;
+        })?;
     let bound = listener.local_addr().map_err(|source| WebhookError::Serve {
         addr: SocketAddr::new(opts.bind_address, opts.server_port),
         source,
@@ -246,7 +248,12 @@ pub async fn run(
         .set_nonblocking(true)
         .map_err(|source| WebhookError::Serve { addr: bound, source })?;
 
-    let store = CertStore::new(client.clone(), &opts.namespace, opts.certs.clone(), opts.identity(bound));
+    let store = CertStore::new(
+        client.clone(),
+        &opts.namespace,
+        opts.certs.clone(),
+        opts.identity(bound),
+    );
     let bundle = store.ensure().await?;
     let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
     let registration = opts.registration(bound);

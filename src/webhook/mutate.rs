@@ -430,7 +430,12 @@ mod tests {
 
     #[test]
     fn local_image_pull_can_be_disabled() {
-        let (out, _) = apply(&osc("a", true), &MutationSettings { local_image_pull: false });
+        let (out, _) = apply(
+            &osc("a", true),
+            &MutationSettings {
+                local_image_pull: false,
+            },
+        );
         let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
         assert_eq!(o.spec.cri_config.unwrap().containerd.unwrap().plugins.len(), 1);
     }
@@ -482,7 +487,12 @@ mod tests {
         ];
         let (out, _) = apply(&o, &MutationSettings::default());
         let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
-        let files: Vec<_> = o.spec.files.iter().filter(|f| f.path == devmapper::SCRIPT_PATH).collect();
+        let files: Vec<_> = o
+            .spec
+            .files
+            .iter()
+            .filter(|f| f.path == devmapper::SCRIPT_PATH)
+            .collect();
         assert_eq!(files, vec![&script_file(&dm())]);
         assert_eq!(o.spec.units[0], setup_unit(), "replaced in place");
         assert_eq!(o.spec.units.len(), 2);
@@ -515,7 +525,10 @@ mod tests {
         check(&osc("a", true), Some(&no_cri), "does not use the kata");
         let qemu_only = cluster(
             ns,
-            json!([kata_worker("a", json!({"apiVersion": API_VERSION, "kind": KIND, "hypervisors": ["qemu"]}))]),
+            json!([kata_worker(
+                "a",
+                json!({"apiVersion": API_VERSION, "kind": KIND, "hypervisors": ["qemu"]})
+            )]),
         );
         check(&osc("a", true), Some(&qemu_only), "does not enable the Firecracker");
         let invalid = cluster(ns, json!([kata_worker("a", json!({"hypervisors": ["fc"]}))]));
@@ -549,14 +562,17 @@ mod tests {
             Just(devmapper::UNIT_NAME.to_string()),
             "[a-z]{1,8}\\.service".prop_map(|s| s),
         ];
-        (name, proptest::option::of("[a-z\\n=]{0,20}"), proptest::option::of(any::<bool>())).prop_map(
-            |(name, content, enable)| Unit {
+        (
+            name,
+            proptest::option::of("[a-z\\n=]{0,20}"),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(|(name, content, enable)| Unit {
                 name,
                 content,
                 enable,
                 ..Default::default()
-            },
-        )
+            })
     }
 
     fn arb_plugin() -> impl Strategy<Value = PluginConfig> {
@@ -576,7 +592,11 @@ mod tests {
             Just(Some(json!({"pool_name": "x"}))),
             Just(Some(json!({"other": 1}))),
         ];
-        let op = prop_oneof![Just(None), Just(Some("add".to_string())), Just(Some("remove".to_string()))];
+        let op = prop_oneof![
+            Just(None),
+            Just(Some("add".to_string())),
+            Just(Some("remove".to_string()))
+        ];
         (op, path, values).prop_map(|(op, path, values)| PluginConfig { op, path, values })
     }
 

@@ -203,10 +203,16 @@ mod tests {
         assert_eq!(w.admission_review_versions, vec!["v1"]);
         assert!(w.object_selector.is_none());
         let svc = w.client_config.service.as_ref().unwrap();
-        assert_eq!((svc.port, svc.path.as_deref()), (Some(443), Some("/webhooks/operatingsystemconfig")));
+        assert_eq!(
+            (svc.port, svc.path.as_deref()),
+            (Some(443), Some("/webhooks/operatingsystemconfig"))
+        );
         assert_eq!(w.client_config.ca_bundle.as_ref().unwrap().0, b"CA");
         let rule = &w.rules.as_ref().unwrap()[0];
-        assert_eq!(rule.operations.as_ref().unwrap(), &vec!["CREATE".to_string(), "UPDATE".to_string()]);
+        assert_eq!(
+            rule.operations.as_ref().unwrap(),
+            &vec!["CREATE".to_string(), "UPDATE".to_string()]
+        );
         assert_eq!(
             w.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["gardener.cloud/role"],
             "shoot"
