@@ -243,7 +243,9 @@ impl Material {
         let old_issuer = self.tls_issuer != current_ca;
         // An expired, missing or mis-addressed leaf is replaced at once; an old issuer only after the grace.
         let leaf_unusable = leaf_expires.is_none_or(|t| t <= now) || self.tls_identity != identity_hash(id);
-        if leaf_unusable || (old_issuer && grace_over) || (leaf_due && (!old_issuer || grace_over)) {
+        // a leaf of the previous CA is replaced after the grace; one of the current CA when due
+        let reissue = leaf_unusable || if old_issuer { grace_over } else { leaf_due };
+        if reissue {
             self.issue(opts, id)?;
             changed = true;
         }

@@ -181,7 +181,10 @@ async fn respond(
         .unwrap_or_default();
     let name = osc.metadata.name.clone().unwrap_or_default();
     // Decide what we can without the Cluster first: most OSCs need no API call.
-    if osc.spec.purpose != crate::api::osc::PURPOSE_RECONCILE || mutate::pool_of(&osc).is_none() {
+    if osc.spec.purpose != crate::api::osc::PURPOSE_RECONCILE
+        || mutate::pool_of(&osc).is_none()
+        || osc.metadata.deletion_timestamp.is_some()
+    {
         return Ok(allow);
     }
     let cluster = state

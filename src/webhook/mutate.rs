@@ -80,6 +80,8 @@ pub enum Skip {
     NotReconcile(String),
     #[error("no {POOL_LABEL} label")]
     NoPoolLabel,
+    #[error("the OperatingSystemConfig is being deleted")]
+    Deleting,
     #[error("no Cluster {0}")]
     ClusterMissing(String),
     #[error("{0}")]
@@ -119,6 +121,9 @@ pub fn devmapper_for(osc: &OperatingSystemConfig, cluster: Option<&Cluster>) -> 
         return Err(Skip::NotReconcile(osc.spec.purpose.clone()));
     }
     let pool = pool_of(osc).ok_or(Skip::NoPoolLabel)?;
+    if osc.metadata.deletion_timestamp.is_some() {
+        return Err(Skip::Deleting);
+    }
     let cluster = cluster.ok_or_else(|| Skip::ClusterMissing(osc.metadata.namespace.clone().unwrap_or_default()))?;
     let decoded = DecodedCluster::decode(cluster).map_err(|e| Skip::ClusterUndecodable(e.to_string()))?;
     let worker = decoded
@@ -249,10 +254,11 @@ pub fn mutate_spec(spec: &mut OperatingSystemConfigSpec, dm: &Devmapper, setting
     ensure(&mut spec.units, setup_unit(), |u| u.name == devmapper::UNIT_NAME);
     match spec.cri_config.as_mut().and_then(|c| c.containerd.as_mut()) {
         Some(containerd) => ensure_plugins(containerd, dm, settings),
-        None => outcome.warnings.push(format!(
+        None => outcome.warnings.push(
             "runtime-kata: no criConfig.containerd in this OperatingSystemConfig, so the containerd \
              devmapper snapshotter is not configured; kata-fc pods will not start (needs Gardener >= v1.103)"
-        )),
+                .to_string(),
+        ),
     }
     outcome
 }
@@ -518,6 +524,11 @@ mod tests {
         unlabeled.metadata.labels = None;
         check(&unlabeled, Some(&with_fc), "label");
         check(&osc("a", true), None, "no Cluster");
+        let mut deleting = osc("a", true);
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        check(&deleting, Some(&with_fc), "being deleted");
         check(&osc("b", true), Some(&with_fc), "not in the shoot");
         let plain = cluster(ns, json!([{"name": "a", "cri": {"name": "containerd"}}]));
         check(&osc("a", true), Some(&plain), "does not use the kata");
