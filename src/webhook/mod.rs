@@ -282,24 +282,27 @@ pub async fn run(
         bundle,
     ));
     let ready_handle = handle.clone();
-    let announce = async move {
+    let path = opts.path.clone();
+    let announce = tokio::spawn(async move {
         if ready_handle.listening().await.is_some() {
-            tracing::info!(addr = %bound, path = %opts.path, "webhook server listening");
+            tracing::info!(addr = %bound, %path, "webhook server listening");
             if let Some(tx) = ready {
                 let _ = tx.send(bound);
             }
         }
-    };
-    let stop = {
-        let handle = handle.clone();
-        async move {
-            shutdown.await;
+    });
+    let mut server = std::pin::pin!(server);
+    let served = tokio::select! {
+        // the server ended on its own (an error): no waiting for the shutdown signal
+        served = &mut server => served,
+        () = shutdown => {
             tracing::info!("webhook server shutting down");
             handle.graceful_shutdown(Some(Duration::from_secs(10)));
+            server.await
         }
     };
-    let (served, _, _) = tokio::join!(server, announce, stop);
     rotation.abort();
+    announce.abort();
     served.map_err(|source| WebhookError::Serve { addr: bound, source })
 }
 
