@@ -254,12 +254,16 @@ pub async fn run(
         opts.certs.clone(),
         opts.identity(bound),
     );
-    let bundle = store.ensure().await?;
-    let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
     let registration = opts.registration(bound);
-    if opts.register {
-        register(&registration, &client, &bundle).await?;
-    }
+    let bundle = with_retries("ensuring the webhook certificates", || async {
+        let bundle = store.ensure().await?;
+        if opts.register {
+            register(&registration, &client, &bundle).await?;
+        }
+        Ok(bundle)
+    })
+    .await?;
+    let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
 
     let state = Arc::new(HandlerState {
         clusters: Box::new(ApiClusters(kube::Api::<Cluster>::all(client.clone()))),
@@ -304,6 +308,27 @@ pub async fn run(
     rotation.abort();
     announce.abort();
     served.map_err(|source| WebhookError::Serve { addr: bound, source })
+}
+
+/// Start-up steps against the API server get a few attempts (1, 2, 4, 8 s apart), so that a
+/// briefly unavailable apiserver does not crash the process.
+async fn with_retries<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, WebhookError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, WebhookError>>,
+{
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..4 {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    attempt().await
 }
 
 async fn register(registration: &Registration, client: &kube::Client, bundle: &CertBundle) -> Result<(), WebhookError> {
