@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin test unit lint fmt local bench clean-testbin
+.PHONY: all build testbin tools test unit lint fmt local bench clean-testbin
 
 all: build
 
@@ -14,8 +14,12 @@ build:
 testbin:
 	bash hack/testbin.sh
 
+## Host tools the tests use (shellcheck for the devmapper setup script).
+tools:
+	bash hack/install-tools.sh
+
 ## Unit + integration tests against a real kube-apiserver.
-test: testbin
+test: testbin tools
 	cargo test --locked --all-targets
 
 unit:
@@ -28,14 +32,16 @@ lint:
 fmt:
 	cargo fmt --all
 
-## Run the extension against a local control plane with an example shoot.
+## Run the extension against a local control plane with an example shoot (ARGS=--keep to keep it).
 local: testbin
 	cargo run --locked --example local -- $(ARGS)
 
-clean-testbin:
-	rm -rf $(TESTBIN_DIR)
-
-## Seed-scale benchmark of the release binary against the real apiserver (prints Markdown).
+## Benchmarks (print Markdown; results are kept in docs/benchmarks.md): webhook latency, then
+## seed-scale reconcile throughput of the release binary against the real apiserver.
 bench: testbin
+	cargo bench --locked --bench webhook
 	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench
 	./target/release/examples/scale_bench
+
+clean-testbin:
+	rm -rf $(TESTBIN_DIR)

@@ -8,6 +8,7 @@
 use anyhow::Context;
 use clap::Parser;
 use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
+use gardener_extension_runtime_kata::api::osc::OperatingSystemConfig;
 use gardener_extension_runtime_kata::api::{Cluster, ContainerRuntime, TIMESTAMP_ANNOTATION};
 use gardener_extension_runtime_kata::app;
 use gardener_extension_runtime_kata::cli::Cli;
@@ -44,6 +45,20 @@ async fn namespace(client: &kube::Client, name: &str, shoot: bool) -> anyhow::Re
         .create(&PostParams::default(), &ns)
         .await?;
     Ok(())
+}
+
+/// Writes a reconcile OSC for `pool` as gardenlet does and returns what the apiserver stored.
+async fn store_osc(client: &kube::Client, pool: &str) -> anyhow::Result<OperatingSystemConfig> {
+    let osc: OperatingSystemConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "OperatingSystemConfig",
+        "metadata": {"name": format!("osc-{pool}"), "namespace": SHOOT_NS, "labels": {"worker.gardener.cloud/pool": pool}},
+        "spec": {"type": "gardenlinux", "purpose": "reconcile",
+                 "files": [{"path": "/etc/motd", "content": {"inline": {"encoding": "", "data": "hello"}}}],
+                 "units": [{"name": "containerd.service", "command": "restart"}],
+                 "criConfig": {"name": "containerd", "containerd": {"sandboxImage": "registry.k8s.io/pause:3.10"}}}
+    }))?;
+    let api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), SHOOT_NS);
+    Ok(api.create(&PostParams::default(), &osc).await?)
 }
 
 #[tokio::main]
@@ -90,14 +105,27 @@ async fn main() -> anyhow::Result<()> {
         "127.0.0.1:0",
         "--log-format",
         "text",
-        "--disable-webhooks",
+        // the apiserver calls the webhook at https://127.0.0.1:<free port>
+        "--webhook-config-mode",
+        "url",
+        "--webhook-config-server-host",
+        "127.0.0.1",
+        "--webhook-config-server-port",
+        "0",
     ])
     .run;
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let extension = tokio::spawn(app::run(args, shutdown.clone()));
 
+    // the webhook registers itself at start-up; wait for it before writing OSCs
+    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(client.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
+    while webhooks.get_opt("gardener-extension-runtime-kata").await?.is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "the webhook did not register");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for name in &names {
         loop {
             let cr = crs.get(name).await?;
@@ -146,6 +174,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    println!("\n==> OperatingSystemConfigs written through the apiserver (mutated by the webhook for pool fc only)");
+    for pool in ["vm", "fc"] {
+        let osc = store_osc(&client, pool).await?;
+        let files: Vec<_> = osc.spec.files.iter().map(|f| f.path.clone()).collect();
+        let units: Vec<_> = osc.spec.units.iter().map(|u| u.name.clone()).collect();
+        let plugins: Vec<_> = osc
+            .spec
+            .cri_config
+            .and_then(|c| c.containerd)
+            .map(|c| c.plugins.into_iter().map(|p| p.path.join(".")).collect())
+            .unwrap_or_default();
+        println!("    osc-{pool:<3} files {files:?}, units {units:?}, containerd plugins {plugins:?}");
+    }
+
     let leases: Api<Lease> = Api::namespaced(client.clone(), EXTENSION_NS);
     println!("\n==> Leases in {EXTENSION_NS}");
     for lease in leases.list(&Default::default()).await? {

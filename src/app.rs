@@ -1,7 +1,7 @@
 //! The extension process: health and metrics servers, leader election, the ContainerRuntime
 //! controller with its heartbeat on the leader, and a graceful shutdown.
 
-use crate::cli::RunArgs;
+use crate::cli::{FailurePolicy, RunArgs, WebhookMode};
 use crate::extension::controller::ControllerOptions;
 use crate::extension::run_controller;
 use crate::kata::installer::InstallerImages;
@@ -14,6 +14,7 @@ use crate::runtime::leader::LeaderElection;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::{heartbeat, process_metrics};
+use crate::webhook;
 use anyhow::{Context, bail};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -58,6 +59,42 @@ fn identity() -> String {
     format!("{host}_{}", crate::testenv::random_suffix())
 }
 
+/// The extension's namespace: where its Leases, webhook Service and certificate Secret live.
+fn namespace_of(args: &RunArgs) -> Option<String> {
+    args.webhook_config_namespace
+        .clone()
+        .or_else(|| args.leader_election_namespace.clone())
+}
+
+fn webhook_options(args: &RunArgs, namespace: Option<String>) -> anyhow::Result<webhook::WebhookOptions> {
+    let Some(namespace) = namespace else {
+        bail!("the webhook needs --webhook-config-namespace (or LEADER_ELECTION_NAMESPACE)");
+    };
+    let mut opts = webhook::WebhookOptions {
+        mode: match args.webhook_config_mode {
+            WebhookMode::Service => webhook::ConfigMode::Service,
+            WebhookMode::Url => webhook::ConfigMode::Url,
+        },
+        url: args.webhook_config_url.clone(),
+        namespace,
+        server_port: args.webhook_config_server_port,
+        service_port: args.webhook_config_service_port,
+        failure_policy: match args.webhook_failure_policy {
+            FailurePolicy::Ignore => webhook::registration::FailurePolicy::Ignore,
+            FailurePolicy::Fail => webhook::registration::FailurePolicy::Fail,
+        },
+        object_selector: args.webhook_object_selector,
+        ..Default::default()
+    };
+    opts.bind_address = args.webhook_config_server_host.parse().with_context(|| {
+        format!(
+            "invalid --webhook-config-server-host {:?}",
+            args.webhook_config_server_host
+        )
+    })?;
+    Ok(opts)
+}
+
 /// Runs until `shutdown` (SIGTERM/SIGINT in the binary; exit 0) or a fatal error (non-zero).
 pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = kube_config(&args).await?;
@@ -94,6 +131,29 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("binding the metrics address {metrics_addr}"))?;
 
+    let webhook_task = if args.disable_webhooks {
+        None
+    } else {
+        let ready = readiness.check("webhook");
+        let opts = webhook_options(&args, namespace_of(&args))?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            if let Ok(addr) = ready_rx.await {
+                tracing::info!(address = %addr, "webhook serving and registered");
+                ready.send_replace(true);
+            }
+        });
+        let (client, metrics, stop, fatal) = (client.clone(), metrics.clone(), shutdown.wait(), shutdown.clone());
+        Some(tokio::spawn(async move {
+            let result = webhook::run(client, opts, Some(metrics), Some(ready_tx), stop).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "webhook server failed");
+                fatal.trigger();
+            }
+            result
+        }))
+    };
+
     let namespace = args.leader_election_namespace.clone();
     let heartbeat_namespace = args.heartbeat_namespace.clone().or_else(|| namespace.clone());
 
@@ -114,6 +174,9 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         if !became_leader {
             election.release().await;
             let _ = tokio::join!(health_task, metrics_task);
+            if let Some(task) = webhook_task {
+                task.await.context("webhook task")?.context("webhook server")?;
+            }
             return Ok(());
         }
         tracing::info!("became leader");
@@ -199,6 +262,9 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = tokio::join!(health_task, metrics_task);
     if lost_lease.is_triggered() {
         bail!("leader lease lost");
+    }
+    if let Some(task) = webhook_task {
+        task.await.context("webhook task")?.context("webhook server")?;
     }
     tracing::info!("stopped");
     Ok(())

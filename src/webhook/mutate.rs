@@ -1,0 +1,664 @@
+//! The OperatingSystemConfig mutation: pure functions from (OSC, Cluster) to a JSON patch.
+//!
+//! For a `reconcile` OSC whose worker pool lists the `kata` container runtime with the Firecracker
+//! shim (`fc`) enabled, the webhook ensures
+//! - the devmapper setup script ([`node::devmapper::SCRIPT_PATH`]),
+//! - the unit [`node::devmapper::UNIT_NAME`] that runs it before containerd,
+//! - containerd's devmapper snapshotter configuration via `criConfig.containerd.plugins`.
+//!
+//! "Ensure" means: an entry with our file path / unit name / plugin path is replaced by the current
+//! content (stale content of an older extension version is replaced, never duplicated), so mutating
+//! an already mutated OSC is a no-op and yields an empty patch.
+//!
+//! # containerd configuration (v2 and v3/v4 config files)
+//!
+//! gardener-node-agent writes each `plugins[]` entry at `plugins.<path>` of the node's
+//! `/etc/containerd/config.toml`, whatever its version; it only translates the CRI *runtimes* path
+//! for v3. We therefore add only what is valid for every config version and cannot break a node:
+//!
+//! - `[plugins."io.containerd.snapshotter.v1.devmapper"]` with `pool_name`, `root_path`,
+//!   `base_image_size`, `discard_blocks = true`: the same key in v2, v3 and v4. It configures the
+//!   snapshotter plugin only; the snapshotter is bound to the `kata-fc` handler alone by kata-deploy
+//!   (`SNAPSHOTTER_HANDLER_MAPPING=fc:devmapper`, set by the controller), which writes the per-handler
+//!   `snapshotter` (and for v3 the `cri.v1.images` `runtime_platforms` entry). We never touch the
+//!   global/default snapshotter.
+//! - `[plugins."io.containerd.cri.v1.images"] use_local_image_pull = true` (optional, on by default,
+//!   [`MutationSettings::local_image_pull`]): containerd 2.1 and 2.2 pull through the transfer
+//!   service, which unpacks only for snapshotters listed in `unpack_config`; a kata-fc image would
+//!   fail with "no unpack platforms defined". The local (pre-2.1) pull path honours the per-handler
+//!   snapshotter. containerd 1.7/2.0 ignore this key (a v2 file's `cri.v1.images` table is either
+//!   migrated or ignored), 2.3+ handles it as well.
+//!
+//! Deliberately **not** added: `[[plugins."io.containerd.transfer.v1.local".unpack_config]]`
+//! entries. They replace the built-in overlayfs default (so an overlayfs entry would have to be
+//! repeated), need the node's platform (`linux/amd64` vs `arm64`), and before containerd 2.3 an entry
+//! for a snapshotter that failed to load (for example the pool could not be created) makes the
+//! transfer plugin fail, breaking *all* image pulls on the node. `discard_unpacked_layers` is left
+//! at containerd's default (`false`), which mixed snapshotters need.
+//!
+//! If the OSC has no `criConfig.containerd` (Gardener before v1.100, or a pool whose containerd
+//! config gardener-node-agent does not manage), only the file and the unit are added and the
+//! response carries a warning: creating `criConfig.containerd` would make gardener-node-agent take
+//! over the node's containerd configuration and needs the pause image (`sandboxImage`), which only
+//! gardenlet knows.
+
+use crate::api::POOL_LABEL;
+use crate::api::cluster::{Cluster, DecodedCluster};
+use crate::api::kata_config::{ConfigError, Devmapper, KataConfiguration};
+use crate::api::osc::{
+    ContainerdConfig, File, FileContent, InlineContent, OperatingSystemConfig, OperatingSystemConfigSpec,
+    PURPOSE_RECONCILE, PluginConfig, Unit,
+};
+use crate::node::devmapper;
+use base64::Engine;
+use serde_json::{Value, json};
+
+/// The container runtime type this extension serves.
+pub const RUNTIME_TYPE: &str = "kata";
+/// containerd plugin path of the devmapper snapshotter (same in config v2, v3, v4).
+pub const DEVMAPPER_PLUGIN: &str = "io.containerd.snapshotter.v1.devmapper";
+/// containerd plugin path of the CRI image service (config v3+).
+pub const CRI_IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
+
+/// Knobs of the mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MutationSettings {
+    /// Add `use_local_image_pull = true` to containerd's CRI image service (see the module docs).
+    pub local_image_pull: bool,
+}
+
+impl Default for MutationSettings {
+    fn default() -> Self {
+        Self { local_image_pull: true }
+    }
+}
+
+/// Why an OSC is left unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum Skip {
+    #[error("purpose is {0:?}, not reconcile")]
+    NotReconcile(String),
+    #[error("no {POOL_LABEL} label")]
+    NoPoolLabel,
+    #[error("the OperatingSystemConfig is being deleted")]
+    Deleting,
+    #[error("no Cluster {0}")]
+    ClusterMissing(String),
+    #[error("{0}")]
+    ClusterUndecodable(String),
+    #[error("worker pool {0} is not in the shoot")]
+    PoolNotInShoot(String),
+    #[error("worker pool {0} does not use the kata container runtime")]
+    NoKata(String),
+    #[error("worker pool {pool}: {source}")]
+    InvalidProviderConfig { pool: String, source: ConfigError },
+    #[error("worker pool {0} does not enable the Firecracker shim (fc)")]
+    FcDisabled(String),
+}
+
+impl Skip {
+    /// Whether the skip is worth a log line at info level (misconfiguration) rather than debug.
+    pub fn is_notable(&self) -> bool {
+        matches!(
+            self,
+            Skip::ClusterMissing(_) | Skip::ClusterUndecodable(_) | Skip::InvalidProviderConfig { .. }
+        )
+    }
+}
+
+/// The pool name of an OSC (its `worker.gardener.cloud/pool` label).
+pub fn pool_of(osc: &OperatingSystemConfig) -> Option<&str> {
+    osc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POOL_LABEL))
+        .map(String::as_str)
+}
+
+/// Decides whether an OSC gets the devmapper prerequisites, and with which sizes.
+pub fn devmapper_for(osc: &OperatingSystemConfig, cluster: Option<&Cluster>) -> Result<Devmapper, Skip> {
+    if osc.spec.purpose != PURPOSE_RECONCILE {
+        return Err(Skip::NotReconcile(osc.spec.purpose.clone()));
+    }
+    let pool = pool_of(osc).ok_or(Skip::NoPoolLabel)?;
+    if osc.metadata.deletion_timestamp.is_some() {
+        return Err(Skip::Deleting);
+    }
+    let cluster = cluster.ok_or_else(|| Skip::ClusterMissing(osc.metadata.namespace.clone().unwrap_or_default()))?;
+    let decoded = DecodedCluster::decode(cluster).map_err(|e| Skip::ClusterUndecodable(e.to_string()))?;
+    let worker = decoded
+        .shoot
+        .worker(pool)
+        .ok_or_else(|| Skip::PoolNotInShoot(pool.to_string()))?;
+    let runtime = worker
+        .container_runtime(RUNTIME_TYPE)
+        .ok_or_else(|| Skip::NoKata(pool.to_string()))?;
+    let config = KataConfiguration::from_provider_config(runtime.provider_config.as_ref()).map_err(|source| {
+        Skip::InvalidProviderConfig {
+            pool: pool.to_string(),
+            source,
+        }
+    })?;
+    if !config.needs_devmapper() {
+        return Err(Skip::FcDisabled(pool.to_string()));
+    }
+    Ok(config.devmapper)
+}
+
+/// The script file as it appears in the OSC.
+pub fn script_file(dm: &Devmapper) -> File {
+    File {
+        path: devmapper::SCRIPT_PATH.to_string(),
+        permissions: Some(devmapper::SCRIPT_PERMISSIONS),
+        content: FileContent {
+            inline: Some(InlineContent {
+                encoding: "b64".into(),
+                data: base64::engine::general_purpose::STANDARD.encode(devmapper::setup_script(dm)),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The unit as it appears in the OSC. `filePaths` restarts it when the script changes, which is
+/// harmless: the script is idempotent.
+pub fn setup_unit() -> Unit {
+    Unit {
+        name: devmapper::UNIT_NAME.to_string(),
+        command: Some("start".into()),
+        enable: Some(true),
+        content: Some(devmapper::unit()),
+        file_paths: vec![devmapper::SCRIPT_PATH.to_string()],
+        ..Default::default()
+    }
+}
+
+/// A containerd plugin entry we own, and which existing entries count as ours (stale versions).
+struct OwnedPlugin {
+    entry: PluginConfig,
+    /// Keys we own in a table other components may also write to. `None`: we own the whole path.
+    shared_keys: Option<&'static [&'static str]>,
+}
+
+impl OwnedPlugin {
+    fn owns(&self, other: &PluginConfig) -> bool {
+        if other.path != self.entry.path || other.op.as_deref().is_some_and(|op| op != "add") {
+            return false;
+        }
+        match self.shared_keys {
+            None => true,
+            Some(keys) => match &other.values {
+                Some(Value::Object(values)) => values.keys().all(|k| keys.contains(&k.as_str())),
+                _ => false,
+            },
+        }
+    }
+}
+
+fn owned_plugins(dm: &Devmapper, settings: &MutationSettings) -> Vec<OwnedPlugin> {
+    let mut plugins = vec![OwnedPlugin {
+        entry: PluginConfig {
+            op: Some("add".into()),
+            path: vec![DEVMAPPER_PLUGIN.into()],
+            values: Some(json!({
+                "pool_name": devmapper::POOL_NAME,
+                "root_path": devmapper::SNAPSHOTTER_ROOT,
+                "base_image_size": devmapper::containerd_size(dm.base_image_size),
+                "discard_blocks": true,
+            })),
+        },
+        shared_keys: None,
+    }];
+    if settings.local_image_pull {
+        plugins.push(OwnedPlugin {
+            entry: PluginConfig {
+                op: Some("add".into()),
+                path: vec![CRI_IMAGES_PLUGIN.into()],
+                values: Some(json!({"use_local_image_pull": true})),
+            },
+            shared_keys: Some(&["use_local_image_pull"]),
+        });
+    }
+    plugins
+}
+
+/// Puts `item` at the position of the first element matching `is_ours` (or appends it) and removes
+/// further matches.
+fn ensure<T: PartialEq>(items: &mut Vec<T>, item: T, is_ours: impl Fn(&T) -> bool) {
+    match items.iter().position(&is_ours) {
+        None => items.push(item),
+        Some(first) => {
+            items[first] = item;
+            let mut i = 0;
+            items.retain(|x| {
+                let keep = i == first || !is_ours(x);
+                i += 1;
+                keep
+            });
+        }
+    }
+}
+
+/// What the mutation did besides changing the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Warnings for the admission response (shown to the client that wrote the OSC).
+    pub warnings: Vec<String>,
+}
+
+/// Adds the devmapper prerequisites to an OSC spec. Idempotent.
+pub fn mutate_spec(spec: &mut OperatingSystemConfigSpec, dm: &Devmapper, settings: &MutationSettings) -> Outcome {
+    let mut outcome = Outcome::default();
+    ensure(&mut spec.files, script_file(dm), |f| f.path == devmapper::SCRIPT_PATH);
+    ensure(&mut spec.units, setup_unit(), |u| u.name == devmapper::UNIT_NAME);
+    match spec.cri_config.as_mut().and_then(|c| c.containerd.as_mut()) {
+        Some(containerd) => ensure_plugins(containerd, dm, settings),
+        None => outcome.warnings.push(
+            "runtime-kata: no criConfig.containerd in this OperatingSystemConfig, so the containerd \
+             devmapper snapshotter is not configured; kata-fc pods will not start (needs Gardener >= v1.103)"
+                .to_string(),
+        ),
+    }
+    outcome
+}
+
+fn ensure_plugins(containerd: &mut ContainerdConfig, dm: &Devmapper, settings: &MutationSettings) {
+    for owned in owned_plugins(dm, settings) {
+        let entry = owned.entry.clone();
+        ensure(&mut containerd.plugins, entry, |p| owned.owns(p));
+    }
+}
+
+/// The result of mutating one object.
+#[derive(Debug)]
+pub struct Mutation {
+    /// RFC 6902 patch against the object as received; empty if nothing changes.
+    pub patch: json_patch::Patch,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MutateError {
+    #[error("cannot decode the OperatingSystemConfig: {0}")]
+    Decode(#[source] serde_json::Error),
+    #[error("cannot encode the OperatingSystemConfig: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("the computed patch does not apply to the received object: {0}")]
+    Patch(#[source] json_patch::PatchError),
+}
+
+/// Decodes a raw OSC as received in an AdmissionReview.
+pub fn decode(raw: &Value) -> Result<OperatingSystemConfig, MutateError> {
+    serde_json::from_value(raw.clone()).map_err(MutateError::Decode)
+}
+
+/// Mutates a raw OSC for the given devmapper settings and returns the minimal patch.
+///
+/// The patch is the diff between the typed object before and after the mutation, both encoded the
+/// same way, so normalisations of the typed round trip never end up in the patch. It is then checked
+/// against the raw object as received.
+pub fn mutate_raw(
+    raw: &Value,
+    osc: &OperatingSystemConfig,
+    dm: &Devmapper,
+    settings: &MutationSettings,
+) -> Result<Mutation, MutateError> {
+    let before = serde_json::to_value(osc).map_err(MutateError::Encode)?;
+    let mut mutated = osc.clone();
+    let outcome = mutate_spec(&mut mutated.spec, dm, settings);
+    let after = serde_json::to_value(&mutated).map_err(MutateError::Encode)?;
+    let patch = json_patch::diff(&before, &after);
+    if !patch.0.is_empty() {
+        let mut check = raw.clone();
+        json_patch::patch(&mut check, &patch).map_err(MutateError::Patch)?;
+    }
+    Ok(Mutation {
+        patch,
+        warnings: outcome.warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::cluster::ClusterSpec;
+    use crate::api::kata_config::{API_VERSION, KIND};
+    use crate::api::osc::CriConfig;
+    use proptest::prelude::*;
+
+    fn cluster(ns: &str, workers: Value) -> Cluster {
+        Cluster::new(
+            ns,
+            ClusterSpec {
+                cloud_profile: json!({"metadata": {"name": "local"}, "spec": {"type": "local"}}),
+                seed: None,
+                shoot: json!({"metadata": {"name": "s", "namespace": "garden-x"},
+                    "spec": {"provider": {"type": "local", "workers": workers}}}),
+            },
+        )
+    }
+
+    fn kata_worker(pool: &str, provider_config: Value) -> Value {
+        json!({"name": pool, "cri": {"name": "containerd",
+            "containerRuntimes": [{"type": "kata", "providerConfig": provider_config}]}})
+    }
+
+    fn fc_config() -> Value {
+        json!({"apiVersion": API_VERSION, "kind": KIND, "hypervisors": ["qemu", "fc"],
+            "devmapper": {"dataSize": "20Gi", "metadataSize": "1Gi", "baseImageSize": "5Gi"}})
+    }
+
+    fn osc(pool: &str, with_containerd: bool) -> OperatingSystemConfig {
+        let mut o = OperatingSystemConfig::new(
+            &format!("osc-{pool}"),
+            OperatingSystemConfigSpec {
+                type_: "gardenlinux".into(),
+                purpose: PURPOSE_RECONCILE.into(),
+                units: vec![Unit {
+                    name: "kubelet.service".into(),
+                    command: Some("start".into()),
+                    enable: Some(true),
+                    content: Some("[Service]\nExecStart=/opt/bin/kubelet\n".into()),
+                    ..Default::default()
+                }],
+                files: vec![File {
+                    path: "/etc/hosts.d/x".into(),
+                    permissions: Some(0o644),
+                    content: FileContent {
+                        inline: Some(InlineContent {
+                            encoding: String::new(),
+                            data: "x".into(),
+                        }),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+                cri_config: Some(CriConfig {
+                    name: "containerd".into(),
+                    cgroup_driver: Some("systemd".into()),
+                    containerd: with_containerd.then(|| ContainerdConfig {
+                        sandbox_image: "registry.k8s.io/pause:3.10".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        o.metadata.namespace = Some("shoot--p--s".into());
+        o.metadata.labels = Some([(POOL_LABEL.to_string(), pool.to_string())].into());
+        o
+    }
+
+    fn dm() -> Devmapper {
+        devmapper_for(
+            &osc("a", true),
+            Some(&cluster("shoot--p--s", json!([kata_worker("a", fc_config())]))),
+        )
+        .unwrap()
+    }
+
+    fn apply(osc: &OperatingSystemConfig, settings: &MutationSettings) -> (Value, json_patch::Patch) {
+        let raw = serde_json::to_value(osc).unwrap();
+        let m = mutate_raw(&raw, osc, &dm(), settings).unwrap();
+        let mut out = raw;
+        json_patch::patch(&mut out, &m.patch).unwrap();
+        (out, m.patch)
+    }
+
+    #[test]
+    fn kata_fc_pool_gets_file_unit_and_plugins() {
+        let (out, patch) = apply(&osc("a", true), &MutationSettings::default());
+        assert!(!patch.0.is_empty());
+        let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
+        let f = o.spec.files.iter().find(|f| f.path == devmapper::SCRIPT_PATH).unwrap();
+        assert_eq!(f.permissions, Some(0o755));
+        let inline = f.content.inline.as_ref().unwrap();
+        let script = base64::engine::general_purpose::STANDARD.decode(&inline.data).unwrap();
+        assert!(String::from_utf8(script).unwrap().contains(&(20u64 << 30).to_string()));
+        let u = o.spec.units.iter().find(|u| u.name == devmapper::UNIT_NAME).unwrap();
+        assert_eq!(u.command.as_deref(), Some("start"));
+        assert_eq!(u.enable, Some(true));
+        let plugins = &o.spec.cri_config.unwrap().containerd.unwrap().plugins;
+        assert_eq!(plugins.len(), 2);
+        assert_eq!(plugins[0].path, vec![DEVMAPPER_PLUGIN.to_string()]);
+        assert_eq!(
+            plugins[0].values,
+            Some(json!({"pool_name": "devpool", "root_path": devmapper::SNAPSHOTTER_ROOT,
+                "base_image_size": "5GB", "discard_blocks": true}))
+        );
+        assert_eq!(plugins[1].values, Some(json!({"use_local_image_pull": true})));
+        // nothing else is touched
+        assert_eq!(o.spec.units[0].name, "kubelet.service");
+        assert_eq!(o.spec.files[0].path, "/etc/hosts.d/x");
+    }
+
+    #[test]
+    fn local_image_pull_can_be_disabled() {
+        let (out, _) = apply(
+            &osc("a", true),
+            &MutationSettings {
+                local_image_pull: false,
+            },
+        );
+        let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
+        assert_eq!(o.spec.cri_config.unwrap().containerd.unwrap().plugins.len(), 1);
+    }
+
+    #[test]
+    fn without_containerd_config_only_file_and_unit_and_a_warning() {
+        let o = osc("a", false);
+        let raw = serde_json::to_value(&o).unwrap();
+        let m = mutate_raw(&raw, &o, &dm(), &MutationSettings::default()).unwrap();
+        assert_eq!(m.warnings.len(), 1);
+        let mut out = raw;
+        json_patch::patch(&mut out, &m.patch).unwrap();
+        let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
+        assert!(o.spec.cri_config.unwrap().containerd.is_none());
+        assert_eq!(o.spec.units.len(), 2);
+    }
+
+    #[test]
+    fn mutating_twice_is_a_no_op() {
+        let (once, _) = apply(&osc("a", true), &MutationSettings::default());
+        let o: OperatingSystemConfig = serde_json::from_value(once.clone()).unwrap();
+        let m = mutate_raw(&once, &o, &dm(), &MutationSettings::default()).unwrap();
+        assert!(m.patch.0.is_empty(), "{:?}", m.patch);
+    }
+
+    #[test]
+    fn stale_content_is_replaced_not_duplicated() {
+        let mut o = osc("a", true);
+        let mut old_file = script_file(&dm());
+        old_file.content.inline.as_mut().unwrap().data = "b2xkCg==".into();
+        o.spec.files.push(old_file.clone());
+        o.spec.files.push(old_file);
+        let mut old_unit = setup_unit();
+        old_unit.content = Some("[Service]\nExecStart=/old\n".into());
+        o.spec.units.insert(0, old_unit);
+        let containerd = o.spec.cri_config.as_mut().unwrap().containerd.as_mut().unwrap();
+        containerd.plugins = vec![
+            PluginConfig {
+                op: None,
+                path: vec![DEVMAPPER_PLUGIN.into()],
+                values: Some(json!({"pool_name": "contd-thin-pool"})),
+            },
+            // someone else's entry in a shared table stays
+            PluginConfig {
+                op: Some("add".into()),
+                path: vec![CRI_IMAGES_PLUGIN.into()],
+                values: Some(json!({"max_concurrent_downloads": 5})),
+            },
+        ];
+        let (out, _) = apply(&o, &MutationSettings::default());
+        let o: OperatingSystemConfig = serde_json::from_value(out).unwrap();
+        let files: Vec<_> = o
+            .spec
+            .files
+            .iter()
+            .filter(|f| f.path == devmapper::SCRIPT_PATH)
+            .collect();
+        assert_eq!(files, vec![&script_file(&dm())]);
+        assert_eq!(o.spec.units[0], setup_unit(), "replaced in place");
+        assert_eq!(o.spec.units.len(), 2);
+        let plugins = o.spec.cri_config.unwrap().containerd.unwrap().plugins;
+        assert_eq!(plugins.len(), 3);
+        assert_eq!(plugins[0].values.as_ref().unwrap()["pool_name"], "devpool");
+        assert_eq!(plugins[1].values, Some(json!({"max_concurrent_downloads": 5})));
+        assert_eq!(plugins[2].values, Some(json!({"use_local_image_pull": true})));
+    }
+
+    #[test]
+    fn skips() {
+        let ns = "shoot--p--s";
+        let check = |o: &OperatingSystemConfig, c: Option<&Cluster>, want: &str| {
+            let err = devmapper_for(o, c).unwrap_err();
+            assert!(err.to_string().contains(want), "{err} vs {want}");
+        };
+        let with_fc = cluster(ns, json!([kata_worker("a", fc_config())]));
+        let mut provision = osc("a", true);
+        provision.spec.purpose = "provision".into();
+        check(&provision, Some(&with_fc), "not reconcile");
+        let mut unlabeled = osc("a", true);
+        unlabeled.metadata.labels = None;
+        check(&unlabeled, Some(&with_fc), "label");
+        check(&osc("a", true), None, "no Cluster");
+        let mut deleting = osc("a", true);
+        deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        check(&deleting, Some(&with_fc), "being deleted");
+        check(&osc("b", true), Some(&with_fc), "not in the shoot");
+        let plain = cluster(ns, json!([{"name": "a", "cri": {"name": "containerd"}}]));
+        check(&osc("a", true), Some(&plain), "does not use the kata");
+        let no_cri = cluster(ns, json!([{"name": "a"}]));
+        check(&osc("a", true), Some(&no_cri), "does not use the kata");
+        let qemu_only = cluster(
+            ns,
+            json!([kata_worker(
+                "a",
+                json!({"apiVersion": API_VERSION, "kind": KIND, "hypervisors": ["qemu"]})
+            )]),
+        );
+        check(&osc("a", true), Some(&qemu_only), "does not enable the Firecracker");
+        let invalid = cluster(ns, json!([kata_worker("a", json!({"hypervisors": ["fc"]}))]));
+        check(&osc("a", true), Some(&invalid), "apiVersion");
+        // the defaults enable fc
+        let defaults = cluster(ns, json!([kata_worker("a", Value::Null)]));
+        assert!(devmapper_for(&osc("a", true), Some(&defaults)).is_ok());
+    }
+
+    fn arb_file() -> impl Strategy<Value = File> {
+        let path = prop_oneof![
+            Just(devmapper::SCRIPT_PATH.to_string()),
+            "/etc/[a-z]{1,6}".prop_map(|s| s),
+        ];
+        (path, "[a-zA-Z0-9 ]{0,12}", proptest::option::of(0i32..0o777)).prop_map(|(path, data, permissions)| File {
+            path,
+            permissions,
+            content: FileContent {
+                inline: Some(InlineContent {
+                    encoding: String::new(),
+                    data,
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn arb_unit() -> impl Strategy<Value = Unit> {
+        let name = prop_oneof![
+            Just(devmapper::UNIT_NAME.to_string()),
+            "[a-z]{1,8}\\.service".prop_map(|s| s),
+        ];
+        (
+            name,
+            proptest::option::of("[a-z\\n=]{0,20}"),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(|(name, content, enable)| Unit {
+                name,
+                content,
+                enable,
+                ..Default::default()
+            })
+    }
+
+    fn arb_plugin() -> impl Strategy<Value = PluginConfig> {
+        let path = prop_oneof![
+            Just(vec![DEVMAPPER_PLUGIN.to_string()]),
+            Just(vec![CRI_IMAGES_PLUGIN.to_string()]),
+            Just(vec![
+                "io.containerd.grpc.v1.cri".to_string(),
+                "containerd".to_string(),
+                "runtimes".to_string(),
+                "kata".to_string()
+            ]),
+        ];
+        let values = prop_oneof![
+            Just(None),
+            Just(Some(json!({"use_local_image_pull": false}))),
+            Just(Some(json!({"pool_name": "x"}))),
+            Just(Some(json!({"other": 1}))),
+        ];
+        let op = prop_oneof![
+            Just(None),
+            Just(Some("add".to_string())),
+            Just(Some("remove".to_string()))
+        ];
+        (op, path, values).prop_map(|(op, path, values)| PluginConfig { op, path, values })
+    }
+
+    prop_compose! {
+        fn arb_osc()(files in proptest::collection::vec(arb_file(), 0..5),
+                     units in proptest::collection::vec(arb_unit(), 0..5),
+                     plugins in proptest::collection::vec(arb_plugin(), 0..5),
+                     containerd in any::<bool>(),
+                     cri in any::<bool>()) -> OperatingSystemConfig {
+            let mut o = osc("a", containerd);
+            o.spec.files = files;
+            o.spec.units = units;
+            if !cri {
+                o.spec.cri_config = None;
+            } else if let Some(c) = o.spec.cri_config.as_mut().and_then(|c| c.containerd.as_mut()) {
+                c.plugins = plugins;
+            }
+            o
+        }
+    }
+
+    prop_compose! {
+        fn arb_devmapper()(data_gi in 1u64..500, meta_mi in 2u64..4096, base_mi in 128u64..1024) -> Devmapper {
+            Devmapper { data_size: data_gi << 30, metadata_size: meta_mi << 20, base_image_size: base_mi << 20 }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn mutation_is_idempotent(o in arb_osc(), dm in arb_devmapper(), local in any::<bool>()) {
+            let settings = MutationSettings { local_image_pull: local };
+            let raw = serde_json::to_value(&o).unwrap();
+            let first = mutate_raw(&raw, &o, &dm, &settings).unwrap();
+            let mut once = raw;
+            json_patch::patch(&mut once, &first.patch).unwrap();
+            let o1: OperatingSystemConfig = serde_json::from_value(once.clone()).unwrap();
+            let second = mutate_raw(&once, &o1, &dm, &settings).unwrap();
+            prop_assert!(second.patch.0.is_empty(), "second patch: {:?}", second.patch);
+            // exactly one of each, with the current content
+            prop_assert_eq!(o1.spec.files.iter().filter(|f| f.path == devmapper::SCRIPT_PATH).count(), 1);
+            prop_assert_eq!(o1.spec.units.iter().filter(|u| u.name == devmapper::UNIT_NAME).count(), 1);
+            if let Some(c) = o1.spec.cri_config.as_ref().and_then(|c| c.containerd.as_ref()) {
+                let ours: Vec<_> = c.plugins.iter().filter(|p| p.path == vec![DEVMAPPER_PLUGIN.to_string()] && p.op.as_deref() != Some("remove")).collect();
+                prop_assert_eq!(ours.len(), 1);
+            }
+            // typed mutation agrees with the patched object
+            let mut typed = o.clone();
+            mutate_spec(&mut typed.spec, &dm, &settings);
+            prop_assert_eq!(typed.spec, o1.spec);
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The OSC webhook end to end: registered with the real kube-apiserver in url mode
+//! (https://127.0.0.1:<port>, TLS with the CA bundle from the certificate Secret), OSCs written
+//! through the apiserver come back mutated, or unchanged where they must.
+//!
+//! The MutatingWebhookConfiguration is cluster-scoped: every test registers its own (unique name)
+//! and deletes it at the end. All of them select every shoot namespace, so a test's OSCs may also
+//! pass through another test's webhook; since all of them mutate identically and idempotently,
+//! that does not change the outcome.
+
+use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
+use gardener_extension_runtime_kata::api::osc::OperatingSystemConfig;
+use gardener_extension_runtime_kata::node::devmapper;
+use gardener_extension_runtime_kata::testenv::TestEnv;
+use gardener_extension_runtime_kata::webhook::certs::{CertOptions, CertStore};
+use gardener_extension_runtime_kata::webhook::mutate::{DEVMAPPER_PLUGIN, MutationSettings, mutate_spec};
+use gardener_extension_runtime_kata::webhook::{self, ConfigMode, WebhookOptions};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+struct Running {
+    addr: SocketAddr,
+    opts: WebhookOptions,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), webhook::WebhookError>>>,
+}
+
+impl Running {
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            tx.send(()).ok();
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    async fn cleanup(mut self, client: kube::Client) {
+        self.stop().await;
+        Api::<MutatingWebhookConfiguration>::all(client)
+            .delete(&self.opts.configuration_name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+async fn plain_namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{}-{}", std::process::id(), rand::random::<u16>());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    name
+}
+
+async fn start(client: &kube::Client, test: &str, tweak: impl FnOnce(&mut WebhookOptions)) -> Running {
+    let mut opts = WebhookOptions {
+        mode: ConfigMode::Url,
+        url: None,
+        namespace: plain_namespace(client, &format!("extension-{test}")).await,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        server_port: 0,
+        configuration_name: format!("gardener-extension-runtime-kata-{test}-{}", std::process::id()),
+        certs: CertOptions {
+            check_interval: Duration::from_millis(500),
+            ca_switch_grace: Duration::from_secs(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    tweak(&mut opts);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(webhook::run(
+        client.clone(),
+        opts.clone(),
+        None,
+        Some(ready_tx),
+        async move {
+            stop_rx.await.ok();
+        },
+    ));
+    let addr = tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .expect("webhook ready within 30s")
+        .expect("webhook task ended before it was ready");
+    Running {
+        addr,
+        opts,
+        stop: Some(stop_tx),
+        task: Some(task),
+    }
+}
+
+fn fc_config() -> Value {
+    json!({"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration",
+           "hypervisors": ["qemu", "fc"], "devmapper": {"dataSize": "50Gi", "metadataSize": "2Gi", "baseImageSize": "8Gi"}})
+}
+
+async fn create_cluster(client: &kube::Client, ns: &str) {
+    let shoot = json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": "demo", "namespace": "garden-dev"},
+        "spec": {"kubernetes": {"version": "1.33.4"}, "provider": {"type": "local", "workers": [
+            {"name": "kata-fc", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig": fc_config()}]}},
+            {"name": "kata-qemu", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig":
+                {"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration", "hypervisors": ["qemu"]}}]}},
+            {"name": "plain", "cri": {"name": "containerd"}}
+        ]}}
+    });
+    let spec = ClusterSpec {
+        cloud_profile: json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile",
+                              "metadata": {"name": "local"}, "spec": {"type": "local"}}),
+        seed: None,
+        shoot,
+    };
+    Api::<Cluster>::all(client.clone())
+        .create(&PostParams::default(), &Cluster::new(ns, spec))
+        .await
+        .unwrap();
+}
+
+fn osc(name: &str, pool: &str) -> OperatingSystemConfig {
+    serde_json::from_value(json!({
+        "apiVersion": "extensions.gardener.cloud/v1alpha1", "kind": "OperatingSystemConfig",
+        "metadata": {"name": name, "labels": {"worker.gardener.cloud/pool": pool}},
+        "spec": {
+            "type": "gardenlinux", "purpose": "reconcile",
+            "units": [{"name": "kubelet.service", "command": "start", "enable": true, "content": "[Service]\n"}],
+            "files": [{"path": "/etc/x", "permissions": 420, "content": {"inline": {"encoding": "", "data": "x"}}}],
+            "criConfig": {"name": "containerd", "cgroupDriver": "systemd",
+                          "containerd": {"sandboxImage": "registry.k8s.io/pause:3.10"}}
+        }
+    }))
+    .unwrap()
+}
+
+fn is_mutated(o: &OperatingSystemConfig) -> bool {
+    o.spec.units.iter().any(|u| u.name == devmapper::UNIT_NAME)
+}
+
+/// Waits until the apiserver calls this webhook (its configuration informer has caught up), using
+/// server-side dry-run creations in `ns`.
+async fn wait_effective(api: &Api<OperatingSystemConfig>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    loop {
+        let o = api.create(&pp, &osc("probe", "kata-fc")).await.unwrap();
+        if is_mutated(&o) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhook not called by the apiserver after 30s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn expected(o: &OperatingSystemConfig) -> OperatingSystemConfig {
+    let mut want = o.clone();
+    let dm =
+        gardener_extension_runtime_kata::api::kata_config::KataConfiguration::from_provider_config(Some(&fc_config()))
+            .unwrap()
+            .devmapper;
+    mutate_spec(&mut want.spec, &dm, &MutationSettings::default());
+    want
+}
+
+#[tokio::test]
+async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("wh-mutate").await;
+    create_cluster(&client, &ns).await;
+    let running = start(&client, "mutate", |_| {}).await;
+    let api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &ns);
+    wait_effective(&api).await;
+
+    // create: stored mutated
+    let sent = osc("osc-kata-fc", "kata-fc");
+    let created = api.create(&PostParams::default(), &sent).await.unwrap();
+    assert_eq!(created.spec, expected(&sent).spec);
+    let plugin = &created
+        .spec
+        .cri_config
+        .as_ref()
+        .unwrap()
+        .containerd
+        .as_ref()
+        .unwrap()
+        .plugins[0];
+    assert_eq!(plugin.path, vec![DEVMAPPER_PLUGIN.to_string()]);
+    assert_eq!(plugin.values.as_ref().unwrap()["base_image_size"], "8GB");
+
+    // update with stale content of "an older version" and without the plugins: repaired, not duplicated
+    let mut stale = created.clone();
+    for u in &mut stale.spec.units {
+        if u.name == devmapper::UNIT_NAME {
+            u.content = Some("[Service]\nExecStart=/bin/true\n".into());
+        }
+    }
+    stale
+        .spec
+        .cri_config
+        .as_mut()
+        .unwrap()
+        .containerd
+        .as_mut()
+        .unwrap()
+        .plugins
+        .clear();
+    stale
+        .spec
+        .units
+        .push(gardener_extension_runtime_kata::webhook::mutate::setup_unit());
+    // and a real change, as gardenlet makes it
+    stale.spec.units[0].content = Some("[Service]\nExecStart=/opt/bin/kubelet --v=2\n".into());
+    let updated = api
+        .replace("osc-kata-fc", &PostParams::default(), &stale)
+        .await
+        .unwrap();
+    let mut sent_update = stale.clone();
+    sent_update.metadata = updated.metadata.clone();
+    assert_eq!(updated.spec, expected(&sent_update).spec);
+    assert_eq!(
+        updated
+            .spec
+            .units
+            .iter()
+            .filter(|u| u.name == devmapper::UNIT_NAME)
+            .count(),
+        1
+    );
+    assert_eq!(
+        updated.metadata.generation,
+        Some(2),
+        "the update changed the stored object"
+    );
+
+    // an update that changes nothing else stays a no-op (generation unchanged)
+    let again = api
+        .replace("osc-kata-fc", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.generation, Some(2));
+
+    // pools without kata-fc: stored exactly as sent
+    for pool in ["plain", "kata-qemu", "not-in-shoot"] {
+        let sent = osc(&format!("osc-{pool}"), pool);
+        let stored = api.create(&PostParams::default(), &sent).await.unwrap();
+        assert_eq!(stored.spec, sent.spec, "pool {pool}");
+    }
+    let mut provision = osc("osc-kata-fc-provision", "kata-fc");
+    provision.spec.purpose = "provision".into();
+    provision.spec.cri_config.as_mut().unwrap().containerd = None;
+    let stored = api.create(&PostParams::default(), &provision).await.unwrap();
+    assert_eq!(stored.spec, provision.spec);
+
+    // a namespace that is not a shoot namespace is not selected at all
+    let other = plain_namespace(&client, "not-a-shoot").await;
+    create_cluster(&client, &other).await;
+    let other_api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &other);
+    let sent = osc("osc-kata-fc", "kata-fc");
+    let stored = other_api.create(&PostParams::default(), &sent).await.unwrap();
+    assert_eq!(stored.spec, sent.spec);
+
+    // a shoot namespace without a Cluster: allowed unchanged
+    let no_cluster = env.namespace("wh-nocluster").await;
+    let nc_api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &no_cluster);
+    let stored = nc_api.create(&PostParams::default(), &sent).await.unwrap();
+    assert_eq!(stored.spec, sent.spec);
+
+    // the configuration as registered
+    let config = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(&running.opts.configuration_name)
+        .await
+        .unwrap();
+    let w = &config.webhooks.as_ref().unwrap()[0];
+    assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(
+        w.client_config.url.as_deref(),
+        Some(format!("https://{}/webhooks/operatingsystemconfig", running.addr).as_str())
+    );
+    running.cleanup(client).await;
+}
+
+#[tokio::test]
+async fn with_the_server_down_oscs_can_still_be_written() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("wh-down").await;
+    create_cluster(&client, &ns).await;
+    let mut running = start(&client, "down", |_| {}).await;
+    let api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &ns);
+    wait_effective(&api).await;
+    running.stop().await;
+
+    let started = Instant::now();
+    let sent = osc("osc-plain", "plain");
+    let stored = api.create(&PostParams::default(), &sent).await.unwrap();
+    assert_eq!(stored.spec, sent.spec);
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "a refused connection must not wait for the timeout"
+    );
+    // with failurePolicy Ignore even a kata-fc OSC is stored (unmutated unless another test's
+    // webhook is registered right now); it is repaired on its next update
+    api.create(&PostParams::default(), &osc("osc-kata-fc", "kata-fc"))
+        .await
+        .unwrap();
+    running.cleanup(client).await;
+}
+
+fn served_certificate(addr: SocketAddr, ca_bundle_pem: &str, tls12_only: bool) -> Result<Vec<u8>, String> {
+    use std::net::TcpStream;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_bundle_pem.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), ServerName::IpAddress(addr.ip().into()))
+        .map_err(|e| e.to_string())?;
+    let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).map_err(|e| e.to_string())?;
+    }
+    Ok(conn.peer_certificates().ok_or("no peer certificate")?[0].to_vec())
+}
+
+async fn secret_value(client: &kube::Client, ns: &str, name: &str, key: &str) -> String {
+    let s = Api::<Secret>::namespaced(client.clone(), ns).get(name).await.unwrap();
+    String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn certificate_rotation_is_picked_up_without_restart() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("wh-rotate").await;
+    create_cluster(&client, &ns).await;
+    let running = start(&client, "rotate", |_| {}).await;
+    let api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &ns);
+    wait_effective(&api).await;
+    let secret = &running.opts.certs.secret_name;
+    let old_ca = secret_value(&client, &running.opts.namespace, secret, "ca.crt").await;
+    let addr = running.addr;
+    let ca = old_ca.clone();
+    let old_leaf = tokio::task::spawn_blocking(move || served_certificate(addr, &ca, false))
+        .await
+        .unwrap()
+        .unwrap();
+    // TLS 1.2 works too
+    let ca = old_ca.clone();
+    tokio::task::spawn_blocking(move || served_certificate(addr, &ca, true))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // a second replica (or an operator) rotates the CA in the Secret
+    let store = CertStore::new(
+        client.clone(),
+        &running.opts.namespace,
+        running.opts.certs.clone(),
+        running.opts.identity(running.addr),
+    );
+    let rotated = store.rotate_ca().await.unwrap();
+    assert!(rotated.ca_bundle_pem.contains(old_ca.trim()), "old CA stays trusted");
+    let new_ca = secret_value(&client, &running.opts.namespace, secret, "ca.crt").await;
+    assert_ne!(new_ca, old_ca);
+
+    // admission keeps working while the server switches; the new leaf chains to the new CA only
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    let mut switched = false;
+    while !switched || n < 3 {
+        assert!(Instant::now() < deadline, "served certificate not rotated after 60s");
+        let o = api
+            .create(&PostParams::default(), &osc(&format!("osc-rot-{n}"), "kata-fc"))
+            .await
+            .unwrap();
+        assert!(is_mutated(&o), "admission during the rotation (request {n})");
+        n += 1;
+        let ca = new_ca.clone();
+        let served = tokio::task::spawn_blocking(move || served_certificate(addr, &ca, false))
+            .await
+            .unwrap();
+        if let Ok(leaf) = served {
+            assert_ne!(leaf, old_leaf);
+            switched = true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let config = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(&running.opts.configuration_name)
+        .await
+        .unwrap();
+    let bundle = String::from_utf8(config.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0).unwrap();
+    assert!(bundle.contains(new_ca.trim()) && bundle.contains(old_ca.trim()));
+    running.cleanup(client).await;
+}
