@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin tools test unit lint fmt local bench clean-testbin
+.PHONY: all build testbin tools test unit lint fmt local bench generate check-generate clean-testbin
 
 all: build
 
@@ -45,3 +45,13 @@ bench: testbin
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)
+
+## Regenerate example/controller-registration.yaml from the chart.
+generate:
+	bash hack/generate-controller-registration.sh
+
+## Fails when example/controller-registration.yaml is not what `make generate` writes.
+check-generate:
+	@tmp=$$(mktemp) && bash hack/generate-controller-registration.sh $$tmp >/dev/null && \
+	  diff -q $$tmp example/controller-registration.yaml >/dev/null || \
+	  { echo "example/controller-registration.yaml is stale: run 'make generate'"; rm -f $$tmp; exit 1; }; rm -f $$tmp

@@ -1,0 +1,20 @@
+# The extension image: a static binary on a minimal, non-root base.
+#   docker build -t europe-docker.pkg.dev/gardener-project/releases/gardener/extensions/runtime-kata:v0.1.0 .
+# Tags follow the extension's version (vX.Y.Z, Cargo.toml); the same image runs in the seed and as
+# the node labeler next to kata-deploy in shoots (subcommand node-labeler).
+FROM rust:1.95-bookworm AS builder
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY imagevector ./imagevector
+COPY examples ./examples
+COPY benches ./benches
+COPY tests ./tests
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin gardener-extension-runtime-kata
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=builder /src/target/x86_64-unknown-linux-musl/release/gardener-extension-runtime-kata /gardener-extension-runtime-kata
+USER 65532:65532
+ENTRYPOINT ["/gardener-extension-runtime-kata"]
