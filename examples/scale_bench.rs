@@ -8,14 +8,13 @@
 //! concurrency. Prints Markdown.
 
 use futures::{StreamExt, stream};
-use gardener_extension_runtime_kata::api::containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
+use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
 use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
 use gardener_extension_runtime_kata::api::{Cluster, ClusterSpec, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
 use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
 use gardener_extension_runtime_kata::managedresources::{Manifests, build_managed_resource, build_secret};
 use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -80,22 +79,7 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, n: usize)
 }
 
 fn cr(ns: &str, pool: &str, label: &str) -> ContainerRuntime {
-    let mut cr = ContainerRuntime::new(
-        &format!("kata-{pool}"),
-        ContainerRuntimeSpec {
-            type_: "kata".into(),
-            class: None,
-            provider_config: None,
-            binary_path: "/var/bin/containerruntimes".into(),
-            worker_pool: WorkerPool {
-                name: pool.into(),
-                selector: LabelSelector {
-                    match_labels: Some([("worker.gardener.cloud/pool".to_string(), pool.to_string())].into()),
-                    ..Default::default()
-                },
-            },
-        },
-    );
+    let mut cr = ContainerRuntime::for_pool("kata", pool, None);
     cr.metadata.namespace = Some(ns.into());
     cr.labels_mut().insert("bench".into(), label.into());
     cr.annotations_mut()

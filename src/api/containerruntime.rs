@@ -37,3 +37,29 @@ pub struct WorkerPool {
     pub name: String,
     pub selector: LabelSelector,
 }
+
+/// Where gardenlet tells extensions to put runtime binaries on the nodes.
+pub const BINARY_PATH: &str = "/var/bin/containerruntimes";
+
+impl ContainerRuntime {
+    /// The object gardenlet creates for runtime `type_` on worker pool `pool`: named
+    /// `<type>-<pool>`, selecting the pool's nodes.
+    pub fn for_pool(type_: &str, pool: &str, provider_config: Option<serde_json::Value>) -> Self {
+        ContainerRuntime::new(
+            &format!("{type_}-{pool}"),
+            ContainerRuntimeSpec {
+                type_: type_.into(),
+                class: None,
+                provider_config,
+                binary_path: BINARY_PATH.into(),
+                worker_pool: WorkerPool {
+                    name: pool.into(),
+                    selector: LabelSelector {
+                        match_labels: Some([(super::POOL_LABEL.to_string(), pool.to_string())].into()),
+                        ..Default::default()
+                    },
+                },
+            },
+        )
+    }
+}

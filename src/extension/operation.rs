@@ -56,23 +56,10 @@ pub fn should_skip_operation(operation: OperationType, cr: &ContainerRuntime) ->
 mod tests {
     use super::*;
     use crate::api::common::{DefaultStatus, LastOperation};
-    use crate::api::containerruntime::{ContainerRuntimeSpec, WorkerPool};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn cr(annotation: Option<&str>, deleting: bool, last: Option<(OperationType, OperationState)>) -> ContainerRuntime {
-        let mut cr = ContainerRuntime::new(
-            "kata-a",
-            ContainerRuntimeSpec {
-                type_: "kata".into(),
-                class: None,
-                provider_config: None,
-                binary_path: "/var/bin/containerruntimes".into(),
-                worker_pool: WorkerPool {
-                    name: "a".into(),
-                    selector: LabelSelector::default(),
-                },
-            },
-        );
+        let mut cr = ContainerRuntime::for_pool("kata", "a", None);
         if let Some(a) = annotation {
             cr.annotations_mut().insert(OPERATION_ANNOTATION.into(), a.into());
         }

@@ -90,24 +90,12 @@ mod tests {
     use super::*;
     use crate::api::OPERATION_ANNOTATION;
     use crate::api::common::{DefaultStatus, LastOperation, OperationType};
-    use crate::api::containerruntime::{ContainerRuntimeSpec, WorkerPool};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::ResourceExt;
 
     fn cr(type_: &str, class: Option<&str>) -> ContainerRuntime {
-        let mut cr = ContainerRuntime::new(
-            "kata-a",
-            ContainerRuntimeSpec {
-                type_: type_.into(),
-                class: class.map(Into::into),
-                provider_config: None,
-                binary_path: "/var/bin/containerruntimes".into(),
-                worker_pool: WorkerPool {
-                    name: "a".into(),
-                    selector: LabelSelector::default(),
-                },
-            },
-        );
+        let mut cr = ContainerRuntime::for_pool(type_, "a", None);
+        cr.spec.class = class.map(Into::into);
         cr.metadata.namespace = Some("shoot--p--s".into());
         cr.metadata.generation = Some(1);
         cr

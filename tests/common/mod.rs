@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
-use gardener_extension_runtime_kata::api::containerruntime::{ContainerRuntime, ContainerRuntimeSpec, WorkerPool};
+use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
 use gardener_extension_runtime_kata::api::{OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
 use gardener_extension_runtime_kata::extension::controller::ControllerOptions;
 use gardener_extension_runtime_kata::extension::run_controller;
@@ -14,7 +14,6 @@ use gardener_extension_runtime_kata::runtime::metrics::Metrics;
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
 #[allow(unused_imports)]
 use json_patch as _;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -139,22 +138,7 @@ pub async fn create_cr(
     pool: &str,
     provider_config: Option<Value>,
 ) -> ContainerRuntime {
-    let mut cr = ContainerRuntime::new(
-        &format!("kata-{pool}"),
-        ContainerRuntimeSpec {
-            type_: "kata".into(),
-            class: None,
-            provider_config,
-            binary_path: "/var/bin/containerruntimes".into(),
-            worker_pool: WorkerPool {
-                name: pool.into(),
-                selector: LabelSelector {
-                    match_labels: Some([("worker.gardener.cloud/pool".to_string(), pool.to_string())].into()),
-                    ..Default::default()
-                },
-            },
-        },
-    );
+    let mut cr = ContainerRuntime::for_pool("kata", pool, provider_config);
     cr.annotations_mut()
         .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
     cr.annotations_mut()
