@@ -103,9 +103,8 @@ pub async fn reconcile<A: Actuator>(
         return Ok(Action::await_change());
     }
 
-    match op {
-        OperationType::Delete if !has_finalizer(&cr) => return Ok(Action::await_change()),
-        _ => {}
+    if op == OperationType::Delete && !has_finalizer(&cr) {
+        return Ok(Action::await_change());
     }
     write_status(&api, &name, status::processing(op, KIND)).await?;
     let work = async {
