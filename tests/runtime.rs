@@ -318,7 +318,7 @@ async fn readyz_waits_for_the_cache_and_metrics_count_the_work() {
             rule(
                 &["resources.gardener.cloud"],
                 &["managedresources"],
-                &["get", "create", "patch", "delete"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
             rule(&[""], &["secrets"], &["create", "delete"]),
         ]),

@@ -38,7 +38,7 @@ impl KataActuator {
         requirements: Requirements,
     ) -> Self {
         Self {
-            mrs: ManagedResources::new(client, ORIGIN),
+            mrs: ManagedResources::new(client, ORIGIN).with_cache(),
             cache,
             images,
             requirements,

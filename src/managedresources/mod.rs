@@ -9,6 +9,9 @@ use k8s_openapi::api::core::v1::{LocalObjectReference, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
+
+mod cache;
+pub use cache::ManagedResourceCache;
 use std::collections::BTreeMap;
 
 pub const ORIGIN_LABEL: &str = "origin";
@@ -101,6 +104,7 @@ fn up_to_date(existing: &ManagedResource, desired: &ManagedResource) -> bool {
 pub struct ManagedResources {
     client: Client,
     origin: String,
+    cache: Option<ManagedResourceCache>,
 }
 
 impl ManagedResources {
@@ -108,7 +112,24 @@ impl ManagedResources {
         Self {
             client,
             origin: origin.into(),
+            cache: None,
         }
+    }
+
+    /// Compares against a watch-fed cache instead of reading each ManagedResource.
+    pub fn with_cache(mut self) -> Self {
+        self.cache = Some(ManagedResourceCache::start(self.client.clone(), &self.origin));
+        self
+    }
+
+    async fn current(&self, namespace: &str, name: &str) -> Result<Option<ManagedResource>, ManagedResourceError> {
+        if let Some(cached) = self.cache.as_ref().and_then(|c| c.get(namespace, name)) {
+            return Ok(cached.map(|mr| (*mr).clone()));
+        }
+        Api::<ManagedResource>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))
     }
 
     /// Creates or updates ManagedResource `name` with `data`. Returns whether anything was
@@ -119,10 +140,8 @@ impl ManagedResources {
         let secret = build_secret(namespace, name, &self.origin, data);
         let secret_name = secret.name_any();
         let desired = build_managed_resource(namespace, name, &self.origin, &secret_name);
-        let existing = mrs
-            .get_opt(name)
-            .await
-            .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))?;
+        // a lagging cache at worst causes an idempotent re-apply
+        let existing = self.current(namespace, name).await?;
         if existing.as_ref().is_some_and(|mr| up_to_date(mr, &desired)) {
             return Ok(false);
         }
