@@ -584,3 +584,86 @@ async fn every_shoot_object_passes_a_server_side_dry_run() {
     // 3 RuntimeClasses (kata, kata-qemu, kata-fc), SA, ClusterRole, binding, DaemonSet
     assert_eq!(count, 7);
 }
+
+#[tokio::test]
+async fn force_deletion_does_not_wait_for_the_resource_manager() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("force").await;
+    let mut shoot = shoot("local", &[pool("a", None)], false);
+    shoot["metadata"]["annotations"] = json!({"confirmation.gardener.cloud/force-deletion": "true"});
+    create_cluster(&client, &ns, shoot).await;
+    let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    // the resource manager would never let go of this one
+    add_gardener_finalizer(&client, &ns, &installation("a")).await;
+    Api::<ContainerRuntime>::namespaced(client.clone(), &ns)
+        .delete("kata-a", &DeleteParams::default())
+        .await
+        .unwrap();
+    gone(&client, &ns, "kata-a").await;
+    let mr = Api::<ManagedResource>::namespaced(client.clone(), &ns)
+        .get(&installation("a"))
+        .await
+        .unwrap();
+    assert!(mr.metadata.deletion_timestamp.is_some(), "deletion was requested");
+    drop_gardener_finalizer(&client, &ns, &installation("a")).await;
+}
+
+#[tokio::test]
+async fn ignoring_the_operation_annotation_reconciles_on_generation_and_cluster_changes() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("ignore").await;
+    create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
+    let _c = start_controller_with(client.clone(), &ns, Requirements::default(), |o| {
+        o.predicate.ignore_operation_annotation = true;
+    })
+    .await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let mut cr = ContainerRuntime::for_pool("kata", "a", None);
+    cr.metadata.namespace = Some(ns.clone());
+    api.create(&PostParams::default(), &cr).await.unwrap();
+    let first = wait_ready(&client, &ns, "kata-a").await;
+    let updated = |c: &ContainerRuntime| c.status.clone().unwrap().last_operation.unwrap().last_update_time;
+
+    // a spec change alone (no annotation) is reconciled
+    let patch = json!({"spec": {"providerConfig": kata_config(json!({"hypervisors": ["clh"]}))}});
+    api.patch("kata-a", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "generation 2 observed", || async {
+        let c = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        match c.status.as_ref().and_then(|s| s.observed_generation) {
+            Some(2) if not_ready_reason(&c).is_none() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+    assert_eq!(runtime_classes(&data).keys().cloned().collect::<Vec<_>>(), ["kata-clh"]);
+
+    // a Cluster change too
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = updated(&api.get("kata-a").await.unwrap());
+    assert!(before >= updated(&first));
+    let cluster_patch = json!({"metadata": {"annotations": {"touched": "yes"}}});
+    Api::<gardener_extension_runtime_kata::api::Cluster>::all(client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&cluster_patch))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "reconciled after the Cluster change",
+        || async {
+            let c = api.get("kata-a").await.map_err(|e| e.to_string())?;
+            if updated(&c) > before {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    )
+    .await;
+}

@@ -51,6 +51,15 @@ impl Drop for TestController {
 }
 
 pub async fn start_controller(client: Client, namespace: &str, requirements: Requirements) -> TestController {
+    start_controller_with(client, namespace, requirements, |_| {}).await
+}
+
+pub async fn start_controller_with(
+    client: Client,
+    namespace: &str,
+    requirements: Requirements,
+    tweak: impl FnOnce(&mut ControllerOptions),
+) -> TestController {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -63,6 +72,7 @@ pub async fn start_controller(client: Client, namespace: &str, requirements: Req
     opts.namespace = Some(namespace.into());
     opts.backoff_base = Duration::from_millis(200);
     opts.backoff_max = Duration::from_secs(2);
+    tweak(&mut opts);
     let shutdown = Shutdown::new();
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(run_controller(
