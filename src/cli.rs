@@ -72,12 +72,14 @@ pub struct RunArgs {
     /// Run controllers only on the replica holding the leader Lease.
     #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_election: bool,
+    /// Name of the leader Lease.
     #[arg(long, default_value = "runtime-kata-leader-election")]
     pub leader_election_id: String,
     /// Namespace of the leader Lease (the extension's own namespace).
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
 
+    /// ContainerRuntimes reconciled in parallel (never the same one twice at once).
     #[arg(long, default_value_t = 5)]
     pub max_concurrent_reconciles: u16,
     /// Watch ContainerRuntimes of this namespace only (local runs and tests); all when unset.
@@ -93,6 +95,7 @@ pub struct RunArgs {
     /// Namespace of the heartbeat Lease; defaults to the leader election namespace.
     #[arg(long)]
     pub heartbeat_namespace: Option<String>,
+    /// How often the heartbeat Lease gardener-extension-heartbeat is renewed.
     #[arg(long, default_value_t = 30)]
     pub heartbeat_renew_interval_seconds: u64,
 
@@ -118,10 +121,13 @@ pub struct RunArgs {
     /// Namespace of the webhook Service and of the certificate Secret.
     #[arg(long, env = "WEBHOOK_CONFIG_NAMESPACE")]
     pub webhook_config_namespace: Option<String>,
+    /// Port of the webhook Service (mode service).
     #[arg(long, default_value_t = 443)]
     pub webhook_config_service_port: u16,
+    /// Address the HTTPS webhook server listens on.
     #[arg(long, default_value = "0.0.0.0")]
     pub webhook_config_server_host: String,
+    /// Port the HTTPS webhook server listens on (0: any free port, with mode url).
     #[arg(long, default_value_t = 10250)]
     pub webhook_config_server_port: u16,
     /// What the apiserver does when the webhook cannot be reached. Ignore keeps an outage of this
@@ -132,13 +138,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub webhook_object_selector: bool,
 
+    /// Where /metrics is served (Prometheus text format).
     #[arg(long, default_value = ":8080")]
     pub metrics_bind_address: String,
+    /// Where /healthz and /readyz are served.
     #[arg(long, default_value = ":8081")]
     pub health_bind_address: String,
 
     #[arg(long, value_enum, default_value_t = LogLevel::Info)]
     pub log_level: LogLevel,
+    /// json: Gardener's fields (level, ts, logger, msg); text: for humans.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 }
