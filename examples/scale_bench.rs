@@ -15,7 +15,8 @@ use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
 use gardener_extension_runtime_kata::managedresources::{Manifests, build_managed_resource, build_secret};
 use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -135,18 +136,29 @@ async fn create_all(client: &Client, namespaces: &[String], label: &str) {
         .await;
 }
 
+/// Waits until `pred` holds for the labelled objects. Follows a watch (one list, then events), so
+/// observing costs the apiserver next to nothing; polling a list of 1000 objects would compete with
+/// the extension for the apiserver's CPU.
 async fn wait_all(client: &Client, label: &str, n: usize, pred: impl Fn(&[ContainerRuntime]) -> bool) {
     let api: Api<ContainerRuntime> = Api::all(client.clone());
-    let lp = ListParams::default().labels(&format!("bench={label}"));
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(&format!("bench={label}"));
+    let follow = tokio::spawn(
+        watcher(api, config)
+            .reflect(writer)
+            .for_each(|_| futures::future::ready(())),
+    );
+    reader.wait_until_ready().await.expect("watch");
     let deadline = Instant::now() + Duration::from_secs(1200);
     loop {
-        let items = api.list(&lp).await.unwrap().items;
+        let items: Vec<ContainerRuntime> = reader.state().iter().map(|o| (**o).clone()).collect();
         if pred(&items) {
-            return;
+            break;
         }
         assert!(Instant::now() < deadline, "timed out ({n} objects, label {label})");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    follow.abort();
 }
 
 struct Run {

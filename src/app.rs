@@ -84,6 +84,9 @@ fn webhook_options(args: &RunArgs, namespace: Option<String>) -> anyhow::Result<
             FailurePolicy::Fail => webhook::registration::FailurePolicy::Fail,
         },
         object_selector: args.webhook_object_selector,
+        mutation: webhook::mutate::MutationSettings {
+            local_image_pull: args.webhook_local_image_pull,
+        },
         ..Default::default()
     };
     opts.bind_address = args.webhook_config_server_host.parse().with_context(|| {

@@ -134,6 +134,10 @@ pub struct RunArgs {
     /// extension from blocking any OperatingSystemConfig on the seed.
     #[arg(long, value_enum, default_value_t = FailurePolicy::Ignore)]
     pub webhook_failure_policy: FailurePolicy,
+    /// On kata-fc nodes, let containerd 2.1/2.2 pull through the CRI's local pull path instead of the
+    /// transfer service, whose unpack configuration knows no devmapper (see docs/webhook.md).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_local_image_pull: bool,
     /// Also select OSCs by the pool's container-runtime label (Gardener versions that set it).
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub webhook_object_selector: bool,
