@@ -56,7 +56,7 @@ fn identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "runtime-kata".into());
-    format!("{host}_{}", crate::testenv::random_suffix())
+    format!("{host}_{:08x}", rand::random::<u32>())
 }
 
 /// The extension's namespace: where its Leases, webhook Service and certificate Secret live.

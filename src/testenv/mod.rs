@@ -338,11 +338,6 @@ impl TestEnv {
     }
 }
 
-/// A short random hex string (identities, names).
-pub fn random_suffix() -> String {
-    certs::random_token(4)
-}
-
 /// A kubeconfig with one cluster, one token user and one context.
 pub fn kubeconfig_yaml(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
     use base64::Engine;
