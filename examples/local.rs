@@ -179,12 +179,7 @@ async fn main() -> anyhow::Result<()> {
         let osc = store_osc(&client, pool).await?;
         let files: Vec<_> = osc.spec.files.iter().map(|f| f.path.clone()).collect();
         let units: Vec<_> = osc.spec.units.iter().map(|u| u.name.clone()).collect();
-        let plugins: Vec<_> = osc
-            .spec
-            .cri_config
-            .and_then(|c| c.containerd)
-            .map(|c| c.plugins.into_iter().map(|p| p.path.join(".")).collect())
-            .unwrap_or_default();
+        let plugins: Vec<_> = osc.spec.containerd_plugins().iter().map(|p| p.path.join(".")).collect();
         println!("    osc-{pool:<3} files {files:?}, units {units:?}, containerd plugins {plugins:?}");
     }
 

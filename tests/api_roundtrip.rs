@@ -186,15 +186,7 @@ async fn operating_system_config_round_trips_losslessly() {
     assert_eq!(again["spec"], raw["spec"]);
     let created = api.create(&PostParams::default(), &osc).await.unwrap();
     assert_eq!(created.spec, osc.spec);
-    let plugins = &created
-        .spec
-        .cri_config
-        .as_ref()
-        .unwrap()
-        .containerd
-        .as_ref()
-        .unwrap()
-        .plugins;
+    let plugins = created.spec.containerd_plugins();
     assert_eq!(
         plugins[0].values,
         Some(json!({"pool_name": "devpool", "discard_blocks": true}))

@@ -198,15 +198,7 @@ async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
     let sent = osc("osc-kata-fc", "kata-fc");
     let created = api.create(&PostParams::default(), &sent).await.unwrap();
     assert_eq!(created.spec, expected(&sent).spec);
-    let plugin = &created
-        .spec
-        .cri_config
-        .as_ref()
-        .unwrap()
-        .containerd
-        .as_ref()
-        .unwrap()
-        .plugins[0];
+    let plugin = &created.spec.containerd_plugins()[0];
     assert_eq!(plugin.path, vec![DEVMAPPER_PLUGIN.to_string()]);
     assert_eq!(plugin.values.as_ref().unwrap()["base_image_size"], "8GB");
 

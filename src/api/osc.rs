@@ -124,3 +124,15 @@ pub struct OperatingSystemConfigStatus {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+impl OperatingSystemConfigSpec {
+    /// The containerd config tables gardener-node-agent merges into config.toml (none without
+    /// `criConfig.containerd`).
+    pub fn containerd_plugins(&self) -> &[PluginConfig] {
+        self.cri_config
+            .as_ref()
+            .and_then(|c| c.containerd.as_ref())
+            .map(|c| c.plugins.as_slice())
+            .unwrap_or_default()
+    }
+}
