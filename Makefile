@@ -10,7 +10,7 @@ all: build
 build:
 	cargo build --release --locked
 
-## Build etcd, kube-apiserver and helm from Go modules (cached in $(TESTBIN_DIR)).
+## Build etcd, kube-apiserver, helm and gardener-resource-manager from Go modules (cached in $(TESTBIN_DIR)).
 testbin:
 	bash hack/testbin.sh
 
@@ -18,9 +18,9 @@ testbin:
 tools:
 	bash hack/install-tools.sh
 
-## Unit + integration tests against a real kube-apiserver.
+## Unit + integration tests against a real kube-apiserver and gardener-resource-manager.
 test: testbin tools
-	cargo test --locked --all-targets
+	bash hack/test.sh
 
 unit:
 	cargo test --locked --lib

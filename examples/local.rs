@@ -1,9 +1,11 @@
 //! `make local`: the extension's main job on a local control plane, no cluster needed.
 //!
-//! Starts etcd + kube-apiserver (built by `make testbin`), loads the example shoot from
-//! `example/local/` (a Cluster and one kata ContainerRuntime per pool, as gardenlet creates them),
-//! runs the extension (the same code as the binary, with leader election and heartbeat) and
-//! shows what it did. `--keep` leaves everything running for kubectl until Ctrl-C.
+//! Starts a seed (etcd + kube-apiserver built by `make testbin`), a second apiserver as the shoot,
+//! and the shoot's gardener-resource-manager between them, configured as gardenlet configures
+//! it; loads the example shoot from `example/local/` (a Cluster and one kata ContainerRuntime per
+//! pool, as gardenlet creates them), runs the extension (the same code as the binary, with leader
+//! election and heartbeat) and shows what landed in the shoot. `--keep` leaves everything
+//! running for kubectl until Ctrl-C.
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,13 +15,19 @@ use gardener_extension_runtime_kata::api::{Cluster, ContainerRuntime, TIMESTAMP_
 use gardener_extension_runtime_kata::app;
 use gardener_extension_runtime_kata::cli::Cli;
 use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
+use gardener_extension_runtime_kata::managedresources::{AppliedState, applied_state};
 use gardener_extension_runtime_kata::runtime::logging::{self, LogFormat, LogLevel};
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
-use gardener_extension_runtime_kata::testenv::TestEnv;
+use gardener_extension_runtime_kata::testenv::{
+    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::ResourceExt;
+use kube::api::ListParams;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::{Duration, Instant};
 
@@ -67,13 +75,26 @@ async fn main() -> anyhow::Result<()> {
     logging::init(LogLevel::Info, LogFormat::Text);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
-    println!("==> starting a local control plane (etcd + kube-apiserver from .testbin)");
-    let env = TestEnv::start().await.context("starting the local control plane")?;
+    println!("==> starting a local seed and a shoot (etcd + kube-apiserver from .testbin)");
+    let env = TestEnv::start().await.context("starting the local seed")?;
+    let shoot_env = TestEnv::start_shoot().await.context("starting the local shoot")?;
     let client = env.client().await;
-    println!("    ready in {:.1?}: {}", started.elapsed(), env.url());
+    let shoot = shoot_env.client().await;
+    println!(
+        "    seed {}, shoot {} ({:.1?})",
+        env.url(),
+        shoot_env.url(),
+        started.elapsed()
+    );
 
     println!("==> loading the example shoot from example/local/");
     namespace(&client, SHOOT_NS, true).await?;
+    println!("==> starting the shoot's gardener-resource-manager ({SHOOT_NS} in the seed -> shoot)");
+    let rm = ResourceManager::start(&env, &shoot_env, ResourceManagerOptions::for_shoot(SHOOT_NS))
+        .await
+        .context("starting gardener-resource-manager (make testbin builds it)")?;
+    // no kube-controller-manager in the shoot: release foreground-deleted DaemonSets
+    let _gc = ForegroundDeletionStandIn::start(shoot.clone());
     namespace(&client, EXTENSION_NS, false).await?;
     let cluster: Cluster = read("example/local/cluster.yaml")?;
     Api::<Cluster>::all(client.clone())
@@ -150,29 +171,63 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("\n==> ManagedResources in {SHOOT_NS} (applied into the shoot by gardener-resource-manager)");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), SHOOT_NS);
-    for mr in Api::<ManagedResource>::namespaced(client.clone(), SHOOT_NS)
-        .list(&Default::default())
+    println!("\n==> ManagedResources in {SHOOT_NS}, as gardener-resource-manager reports them");
+    let mrs: Api<ManagedResource> = Api::namespaced(client.clone(), SHOOT_NS);
+    for mr in mrs.list(&Default::default()).await? {
+        let name = mr.name_any();
+        let mut state = applied_state(&mr);
+        while state != AppliedState::Applied && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            state = applied_state(&mrs.get(&name).await?);
+        }
+        println!("    {name:<44} {state:?}");
+        anyhow::ensure!(
+            state == AppliedState::Applied,
+            "{name} not applied; log:\n{}",
+            rm.log_tail()
+        );
+    }
+    println!("\n==> What landed in the shoot");
+    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=gardener-extension-runtime-kata");
+    for rc in Api::<RuntimeClass>::all(shoot.clone()).list(&managed).await? {
+        let name = rc.name_any();
+        let sel = rc.scheduling.and_then(|s| s.node_selector).unwrap_or_default();
+        let sel: Vec<_> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "    RuntimeClass {name:<12} handler {:<10} nodeSelector {}",
+            rc.handler,
+            sel.join(",")
+        );
+    }
+    for ds in Api::<DaemonSet>::namespaced(shoot.clone(), "kube-system")
+        .list(&managed)
         .await?
     {
-        let secret = &mr.spec.secret_refs[0].name;
+        let name = ds.name_any();
+        let pod = ds.spec.and_then(|s| s.template.spec).unwrap_or_default();
+        let images: Vec<_> = pod.containers.iter().filter_map(|c| c.image.clone()).collect();
+        let sel: Vec<_> = pod
+            .node_selector
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         println!(
-            "    {} (secret {secret}, origin={})",
-            mr.name_any(),
-            mr.labels()["origin"]
+            "    DaemonSet kube-system/{name} images {images:?} nodeSelector {}",
+            sel.join(",")
         );
-        let data = secrets.get(secret).await?.data.unwrap_or_default();
-        for (key, value) in data {
-            if key.starts_with("runtimeclass__") {
-                let rc: RuntimeClass = serde_saphyr::from_str(std::str::from_utf8(&value.0)?)?;
-                let sel = rc.scheduling.and_then(|s| s.node_selector).unwrap_or_default();
-                let sel: Vec<_> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("      - {key}: handler {}, nodeSelector {}", rc.handler, sel.join(","));
-            } else {
-                println!("      - {key}");
-            }
-        }
+    }
+    for sa in Api::<ServiceAccount>::namespaced(shoot.clone(), "kube-system")
+        .list(&managed)
+        .await?
+    {
+        println!("    ServiceAccount kube-system/{}", sa.name_any());
+    }
+    for cr in Api::<ClusterRole>::all(shoot.clone()).list(&managed).await? {
+        println!("    ClusterRole {}", cr.name_any());
+    }
+    for crb in Api::<ClusterRoleBinding>::all(shoot.clone()).list(&managed).await? {
+        println!("    ClusterRoleBinding {}", crb.name_any());
     }
     println!("\n==> OperatingSystemConfigs written through the apiserver (mutated by the webhook for pool fc only)");
     for pool in ["vm", "fc"] {
@@ -196,7 +251,10 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\nDone in {:.1?}.", started.elapsed());
     if keep {
-        println!("Still running; use `KUBECONFIG={kubeconfig} kubectl ...`, Ctrl-C to stop.");
+        println!(
+            "Still running; seed: `KUBECONFIG={kubeconfig} kubectl ...`, shoot: `KUBECONFIG={} kubectl ...`, Ctrl-C to stop.",
+            shoot_env.kubeconfig_path().display()
+        );
     } else {
         shutdown.trigger();
     }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the test control plane (etcd, kube-apiserver, helm) from Go modules at pinned versions and
-# places Gardener's seed CRDs next to them. Idempotent: binaries already in the cache are kept.
+# Builds the test control plane (etcd, kube-apiserver, helm) and gardener-resource-manager from Go
+# modules at pinned versions and places Gardener's seed CRDs next to them. Idempotent: binaries
+# already in the cache are kept.
 #
+#   hack/testbin.sh [crds|etcd|helm|kube-apiserver|gardener-resource-manager ...]   (default: all)
 #   TESTBIN_DIR   cache directory (default: <repo>/.testbin); survives `cargo clean`
 set -euo pipefail
 
@@ -135,9 +137,49 @@ place_crds() {
   echo "$GARDENER_VERSION" >"$stamp"
 }
 
+# gardener-resource-manager applies our ManagedResources into the shoot (and, as the seed's
+# instance, garbage-collects unreferenced secrets). Gardener's go.mod replaces its nested module
+# github.com/gardener/gardener/pkg/apis with ./pkg/apis, which the module zip leaves out, so the
+# throwaway main module requires that module at the same version instead.
+build_gardener_resource_manager() {
+  local out=$dir/gardener-resource-manager stamp=$dir/gardener-resource-manager.version
+  if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
+    say "gardener-resource-manager v$GARDENER_VERSION present"; return
+  fi
+  say "building gardener-resource-manager v$GARDENER_VERSION from github.com/gardener/gardener (5-15 minutes when cold)"
+  local d; d=$(new_module gardener-resource-manager)
+  (
+    cd "$d"
+    go mod edit -go=1.26 \
+      -require="github.com/gardener/gardener@v$GARDENER_VERSION" \
+      -require="github.com/gardener/gardener/pkg/apis@v$GARDENER_VERSION"
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/gardener/gardener/cmd/gardener-resource-manager"
+GO
+    go mod tidy >/dev/null
+    go build -trimpath -o "$out.tmp" -ldflags "-s -w \
+      -X k8s.io/component-base/version.gitVersion=v$GARDENER_VERSION" \
+      github.com/gardener/gardener/cmd/gardener-resource-manager
+  )
+  mv "$out.tmp" "$out"
+  echo "$GARDENER_VERSION" >"$stamp"
+}
+
 start=$(date +%s)
-place_crds
-build_etcd
-build_helm
-build_kube_apiserver
-say "ready in $dir ($(( $(date +%s) - start ))s): $("$dir/kube-apiserver" --version), etcd $ETCD_VERSION, helm v$HELM_VERSION, Gardener v$GARDENER_VERSION CRDs"
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(crds etcd helm kube-apiserver gardener-resource-manager)
+for c in "${components[@]}"; do
+  case $c in
+    crds) place_crds ;;
+    etcd) build_etcd ;;
+    helm) build_helm ;;
+    kube-apiserver) build_kube_apiserver ;;
+    gardener-resource-manager) build_gardener_resource_manager ;;
+    *) echo "[testbin] error: unknown component $c" >&2; exit 2 ;;
+  esac
+done
+say "ready in $dir ($(( $(date +%s) - start ))s): ${components[*]} (Kubernetes v$KUBERNETES_VERSION, etcd $ETCD_VERSION, helm v$HELM_VERSION, Gardener v$GARDENER_VERSION)"

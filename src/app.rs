@@ -138,6 +138,8 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         None
     } else {
         let ready = readiness.check("webhook");
+        // false while the MutatingWebhookConfiguration is missing or stale, until repaired
+        let registered = readiness.check("webhook-registration");
         let opts = webhook_options(&args, namespace_of(&args))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -148,7 +150,7 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         });
         let (client, metrics, stop, fatal) = (client.clone(), metrics.clone(), shutdown.wait(), shutdown.clone());
         Some(tokio::spawn(async move {
-            let result = webhook::run(client, opts, Some(metrics), Some(ready_tx), stop).await;
+            let result = webhook::run(client, opts, Some(metrics), Some(ready_tx), Some(registered), stop).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "webhook server failed");
                 fatal.trigger();
@@ -247,7 +249,10 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     ));
 
     shutdown.wait().await;
-    if tokio::time::timeout(SHUTDOWN_GRACE, controller).await.is_err() {
+    if lost_lease.is_triggered() {
+        // another replica may be leading already: no in-flight write may land after this
+        controller.abort();
+    } else if tokio::time::timeout(SHUTDOWN_GRACE, controller).await.is_err() {
         tracing::warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}");
     }
     if let Some(t) = heartbeat_task {

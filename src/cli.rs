@@ -49,6 +49,13 @@ pub struct NodeLabelerArgs {
     /// Re-apply the labels this often, in seconds (someone may remove them).
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// The DaemonSet this pod belongs to: on SIGTERM the labels stay while it still selects the
+    /// node (a rolling update, not an uninstall).
+    #[arg(long, env = "DAEMONSET_NAME")]
+    pub daemonset: Option<String>,
+    /// The namespace of that DaemonSet.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub namespace: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

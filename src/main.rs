@@ -34,7 +34,18 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NodeLabeler(n)) => {
             let client = app::kube_client(&cli.run).await?;
-            node_labeler::run(client, &n.node_name, &n.labels, Duration::from_secs(n.resync_seconds)).await
+            let owner = n.daemonset.map(|name| node_labeler::Owner {
+                namespace: n.namespace,
+                name,
+            });
+            node_labeler::run(
+                client,
+                &n.node_name,
+                &n.labels,
+                owner,
+                Duration::from_secs(n.resync_seconds),
+            )
+            .await
         }
     }
 }

@@ -50,8 +50,8 @@ async fn container_runtime_round_trips_with_status() {
 
     let status = DefaultStatus {
         last_operation: Some(LastOperation {
-            type_: OperationType::Reconcile,
-            state: OperationState::Error,
+            type_: OperationType::Reconcile.into(),
+            state: OperationState::Error.into(),
             progress: 50,
             description: "Error reconciling".into(),
             last_update_time: now_seconds(),

@@ -95,7 +95,7 @@ async fn new_pool_reaches_gardenlets_readiness_rule() {
     let last = cr.status.unwrap().last_operation.unwrap();
     assert_eq!(
         (last.type_, last.state, last.progress),
-        (OperationType::Create, OperationState::Succeeded, 100)
+        (OperationType::Create.into(), OperationState::Succeeded.into(), 100)
     );
 
     let (mr, secret, data) = mr_data(&client, &ns, SHARED).await;
@@ -320,7 +320,7 @@ async fn bad_provider_config_is_a_configuration_problem_until_fixed() {
         let (cr, last_error) = err;
         assert_eq!(last_error.codes, ["ERR_CONFIGURATION_PROBLEM"], "{field}");
         let last = cr.status.unwrap().last_operation.unwrap();
-        assert_eq!((last.state, last.progress), (OperationState::Error, 50));
+        assert_eq!((last.state, last.progress), (OperationState::Error.into(), 50));
         assert!(!exists::<ManagedResource>(&client, &ns, &installation("a")).await);
     }
     annotate(
@@ -415,7 +415,7 @@ async fn deleting_one_pool_keeps_the_shared_resources_and_the_last_removes_every
     let last = cr.status.unwrap().last_operation.unwrap();
     assert_eq!(
         (last.type_, last.state),
-        (OperationType::Delete, OperationState::Processing)
+        (OperationType::Delete.into(), OperationState::Processing.into())
     );
     drop_gardener_finalizer(&client, &ns, &installation("b")).await;
     gone(&client, &ns, "kata-b").await;
@@ -591,7 +591,8 @@ async fn force_deletion_does_not_wait_for_the_resource_manager() {
     let client = env.client().await;
     let ns = env.namespace("force").await;
     let mut shoot = shoot("local", &[pool("a", None)], false);
-    shoot["metadata"]["annotations"] = json!({"confirmation.gardener.cloud/force-deletion": "true"});
+    // Gardener parses the value with strconv.ParseBool: "True" is as good as "true"
+    shoot["metadata"]["annotations"] = json!({"confirmation.gardener.cloud/force-deletion": "True"});
     create_cluster(&client, &ns, shoot).await;
     let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
     create_cr(&client, &ns, "a", None).await;
@@ -666,4 +667,182 @@ async fn ignoring_the_operation_annotation_reconciles_on_generation_and_cluster_
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_invalid_pool_keeps_its_last_good_share_of_the_shoot_and_its_installation() {
+    let a = kata_config(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}));
+    let b = kata_config(json!({"hypervisors": ["clh"]}));
+    let (client, ns, _c) = setup("lastgood", &[pool("a", Some(a.clone())), pool("b", Some(b.clone()))]).await;
+    create_cr(&client, &ns, "a", Some(a.clone())).await;
+    create_cr(&client, &ns, "b", Some(b)).await;
+    let cr = wait_ready(&client, &ns, "kata-a").await;
+    wait_ready(&client, &ns, "kata-b").await;
+    // the configuration applied last is recorded with the success
+    let applied = &cr.status.unwrap().provider_status.unwrap()["appliedConfiguration"];
+    assert_eq!(applied["hypervisors"], json!(["qemu"]));
+    let (_, installation_before, _) = mr_data(&client, &ns, &installation("a")).await;
+
+    // a typo in pool a: a configuration problem for a only
+    let typo = kata_config(json!({"hypervisor": ["qemu"]}));
+    annotate(&client, &ns, "kata-a", "reconcile", Some(typo)).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    eventually(Duration::from_secs(20), "a's configuration problem", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        match cr.status.and_then(|s| s.last_error) {
+            Some(e) if e.codes.contains(&"ERR_CONFIGURATION_PROBLEM".to_string()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // pool b changes and rewrites the shared objects: a's classes stay as last applied
+    let b2 = kata_config(json!({"hypervisors": ["clh", "fc"]}));
+    annotate(&client, &ns, "kata-b", "reconcile", Some(b2)).await;
+    let b_ready = wait_ready(&client, &ns, "kata-b").await;
+    assert_eq!(
+        b_ready.status.unwrap().provider_status.unwrap()["appliedConfiguration"]["hypervisors"],
+        json!(["clh", "fc"])
+    );
+    let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+    let classes = runtime_classes(&data);
+    assert_eq!(
+        classes.keys().cloned().collect::<Vec<_>>(),
+        ["kata", "kata-clh", "kata-fc", "kata-qemu"],
+        "a's RuntimeClasses and default survive its typo"
+    );
+    assert_eq!(classes["kata"].handler, "kata-qemu");
+    let (_, installation_after, _) = mr_data(&client, &ns, &installation("a")).await;
+    assert_eq!(
+        installation_after.name_any(),
+        installation_before.name_any(),
+        "a's installation untouched"
+    );
+
+    // fixed: a's new configuration takes over
+    let fixed = kata_config(json!({"hypervisors": ["qemu", "clh"]}));
+    annotate(&client, &ns, "kata-a", "reconcile", Some(fixed)).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+    assert_eq!(
+        runtime_classes(&data).keys().cloned().collect::<Vec<_>>(),
+        ["kata-clh", "kata-fc", "kata-qemu"]
+    );
+}
+
+#[tokio::test]
+async fn shared_rbac_goes_only_after_every_installation_is_gone() {
+    let (client, ns, _c) = setup("massdelete", &[pool("a", None), pool("b", None)]).await;
+    create_cr(&client, &ns, "a", None).await;
+    create_cr(&client, &ns, "b", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    wait_ready(&client, &ns, "kata-b").await;
+    // the resource manager holds each installation until its kata-deploy pods have cleaned up
+    for p in ["a", "b"] {
+        add_gardener_finalizer(&client, &ns, &installation(p)).await;
+    }
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    // shoot deletion: every pool at once
+    api.delete("kata-a", &DeleteParams::default()).await.unwrap();
+    api.delete("kata-b", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    drop_gardener_finalizer(&client, &ns, &installation("a")).await;
+    gone(&client, &ns, "kata-a").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shared = Api::<ManagedResource>::namespaced(client.clone(), &ns)
+        .get_opt(SHARED)
+        .await
+        .unwrap()
+        .expect("b's installer still needs the shared RBAC");
+    assert!(shared.metadata.deletion_timestamp.is_none(), "not even being deleted");
+
+    drop_gardener_finalizer(&client, &ns, &installation("b")).await;
+    gone(&client, &ns, "kata-b").await;
+    assert!(
+        !exists::<ManagedResource>(&client, &ns, SHARED).await,
+        "the last one removes it"
+    );
+}
+
+/// The CRD allows any string in `lastOperation.type/state`; a value we do not know (a newer
+/// Gardener's, a hand-written one) on any ContainerRuntime of the seed must not make the initial
+/// list undecodable, which would stop every shoot's reconciles.
+#[tokio::test]
+async fn an_object_with_unknown_operation_values_present_at_start_up_stops_nothing() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("lenient").await;
+    create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let foreign = ContainerRuntime::for_pool("gvisor", "g", None);
+    api.create(&PostParams::default(), &foreign).await.unwrap();
+    let status = json!({"status": {"lastOperation": {"type": "Upgrade", "state": "Frozen", "progress": 7,
+        "description": "from a newer Gardener", "lastUpdateTime": "2026-01-01T00:00:00Z"}}});
+    api.patch_status("gvisor-g", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    // the foreign value is kept as it was
+    let raw: serde_json::Value = client
+        .request(
+            http::Request::get(format!(
+                "/apis/extensions.gardener.cloud/v1alpha1/namespaces/{ns}/containerruntimes/gvisor-g"
+            ))
+            .body(Vec::new())
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw["status"]["lastOperation"]["type"], "Upgrade");
+    let decoded = api.get("gvisor-g").await.unwrap();
+    let last = decoded.status.unwrap().last_operation.unwrap();
+    assert_eq!(serde_json::to_value(&last.state).unwrap(), "Frozen");
+}
+
+/// An error that quotes user input (here a 700 KB field name) must still fit into the status
+/// write, or the ContainerRuntime hangs in Processing with no error shown.
+#[tokio::test]
+async fn a_huge_field_name_is_a_visible_configuration_problem() {
+    let field = "x".repeat(700 * 1024);
+    let bad = kata_config(json!({ field: true }));
+    let (client, ns, _c) = setup("huge", &[pool("a", Some(bad.clone()))]).await;
+    create_cr(&client, &ns, "a", Some(bad)).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let err = eventually(Duration::from_secs(20), "a configuration problem", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        cr.status
+            .and_then(|s| s.last_error)
+            .ok_or_else(|| "no lastError".to_string())
+    })
+    .await;
+    assert_eq!(err.codes, ["ERR_CONFIGURATION_PROBLEM"]);
+    assert!(err.description.len() <= 2048, "{}", err.description.len());
+    assert!(err.description.contains("unknown field"), "{}", &err.description[..200]);
+}
+
+/// A hand-written ContainerRuntime whose pool name cannot be part of an object name gets a
+/// configuration problem, and its deletion is never stuck on a finalizer.
+#[tokio::test]
+async fn a_pool_name_that_cannot_name_objects_never_blocks_deletion() {
+    let (client, ns, _c) = setup("badname", &[pool("a", None)]).await;
+    let mut cr = ContainerRuntime::for_pool("kata", "with space", None);
+    cr.metadata.name = Some("kata-bad-name".into());
+    cr.annotations_mut()
+        .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &cr).await.unwrap();
+    eventually(Duration::from_secs(20), "a configuration problem", || async {
+        let cr = api.get("kata-bad-name").await.map_err(|e| e.to_string())?;
+        match cr.status.and_then(|s| s.last_error) {
+            Some(e) if e.codes.contains(&"ERR_CONFIGURATION_PROBLEM".to_string()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    api.delete("kata-bad-name", &DeleteParams::default()).await.unwrap();
+    gone(&client, &ns, "kata-bad-name").await;
 }

@@ -396,3 +396,117 @@ fn a_fatal_start_up_error_exits_non_zero_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reading kubeconfig /nonexistent/kubeconfig"), "{err}");
 }
+
+/// A TCP proxy from a loopback port to the apiserver that can be cut, as a network partition
+/// between one replica and the apiserver: once cut, open connections are dropped and new ones
+/// are accepted but never answered (requests hang, as across a real partition).
+struct Partition {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Partition {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut down, _)) = listener.accept().await {
+                if *cut_rx.borrow() {
+                    held.push(down);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Self { port, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_partitioned_leader_steps_down_before_another_replica_can_take_the_lease() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ext_ns = env.namespace("ext-partition").await;
+    let ns = shoot_with_pools(&client, env, "partition", &["p1"]).await;
+    let upstream = env.url().trim_start_matches("https://").to_string();
+    let proxy = Partition::start(upstream).await;
+    let admin = std::fs::read_to_string(env.kubeconfig_path()).unwrap();
+    let via_proxy = env.dir().join(format!("kubeconfig-partition-{}", std::process::id()));
+    std::fs::write(
+        &via_proxy,
+        admin.replace(env.url(), &format!("https://127.0.0.1:{}", proxy.port)),
+    )
+    .unwrap();
+    let flags = [
+        format!("--leader-election-namespace={ext_ns}"),
+        format!("--watch-namespace={ns}"),
+        "--heartbeat-renew-interval-seconds=1".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut a = Extension::start("partitioned-a", &via_proxy, &flags);
+    eventually(Duration::from_secs(20), "a leads", || async {
+        match lease_holder(&client, &ext_ns, "runtime-kata-leader-election").await {
+            Some(h) if h.starts_with("partitioned-a_") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let _b = Extension::start("partitioned-b", env.kubeconfig_path(), &flags);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    proxy.cut();
+    let cut = Instant::now();
+    // a must stop by itself, non-zero, within the renew deadline (10 s) plus one retry
+    let a_exit = tokio::task::spawn_blocking(move || {
+        let code = a.wait_exit(Duration::from_secs(30));
+        (code, Instant::now(), a.logs())
+    });
+    let b_leads = eventually(Duration::from_secs(40), "b takes over", || async {
+        match lease_holder(&client, &ext_ns, "runtime-kata-leader-election").await {
+            Some(h) if h.starts_with("partitioned-b_") => Ok(Instant::now()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (code, a_stopped, logs) = a_exit.await.unwrap();
+    println!(
+        "partitioned leader stopped after {:?}, standby took over after {:?}",
+        a_stopped - cut,
+        b_leads - cut
+    );
+    assert_eq!(code, Some(1), "the cut-off leader exits non-zero:\n{logs}");
+    assert!(
+        a_stopped - cut < Duration::from_secs(13),
+        "within the renew deadline: {:?}",
+        a_stopped - cut
+    );
+    assert!(
+        a_stopped < b_leads,
+        "two leaders at once: a stopped {:?} after b took over",
+        a_stopped - b_leads
+    );
+    assert!(logs.contains("renew deadline"), "{logs}");
+}

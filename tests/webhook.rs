@@ -7,6 +7,8 @@
 //! pass through another test's webhook; since all of them mutate identically and idempotently,
 //! that does not change the outcome.
 
+mod common;
+
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
 use gardener_extension_runtime_kata::api::osc::OperatingSystemConfig;
 use gardener_extension_runtime_kata::node::devmapper;
@@ -28,6 +30,8 @@ use tokio::sync::oneshot;
 struct Running {
     addr: SocketAddr,
     opts: WebhookOptions,
+    /// The readiness check "webhook-registration".
+    registered: tokio::sync::watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), webhook::WebhookError>>>,
 }
@@ -85,11 +89,13 @@ async fn start(client: &kube::Client, test: &str, tweak: impl FnOnce(&mut Webhoo
     tweak(&mut opts);
     let (ready_tx, ready_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (registered_tx, registered) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(webhook::run(
         client.clone(),
         opts.clone(),
         None,
         Some(ready_tx),
+        Some(registered_tx),
         async move {
             stop_rx.await.ok();
         },
@@ -101,6 +107,7 @@ async fn start(client: &kube::Client, test: &str, tweak: impl FnOnce(&mut Webhoo
     Running {
         addr,
         opts,
+        registered,
         stop: Some(stop_tx),
         task: Some(task),
     }
@@ -416,5 +423,156 @@ async fn certificate_rotation_is_picked_up_without_restart() {
         .unwrap();
     let bundle = String::from_utf8(config.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0).unwrap();
     assert!(bundle.contains(new_ca.trim()) && bundle.contains(old_ca.trim()));
+    running.cleanup(client).await;
+}
+
+/// Uninstall leaves nothing that could block the seed: the configuration is owned by the
+/// extension's namespace, so deleting that namespace lets kube-controller-manager's garbage
+/// collector remove it (a bare apiserver runs no garbage collector: the reference is asserted).
+#[tokio::test]
+async fn the_webhook_configuration_is_owned_by_the_extension_namespace() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let running = start(&client, "owner", |_| {}).await;
+    let ns = Api::<Namespace>::all(client.clone())
+        .get(&running.opts.namespace)
+        .await
+        .unwrap();
+    let config = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(&running.opts.configuration_name)
+        .await
+        .unwrap();
+    let owners = config.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let owner = &owners[0];
+    assert_eq!((owner.api_version.as_str(), owner.kind.as_str()), ("v1", "Namespace"));
+    assert_eq!(Some(&owner.name), ns.metadata.name.as_ref());
+    assert_eq!(
+        Some(&owner.uid),
+        ns.metadata.uid.as_ref(),
+        "the uid of the live namespace"
+    );
+    running.cleanup(client).await;
+}
+
+/// A deleted MutatingWebhookConfiguration or certificate Secret comes back at once (not at the
+/// next periodic check, here an hour away), and the registration readiness follows.
+#[tokio::test]
+async fn a_deleted_configuration_or_secret_is_repaired_at_once() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let mut running = start(&client, "repair", |o| {
+        o.certs.check_interval = Duration::from_secs(3600)
+    })
+    .await;
+    assert!(*running.registered.borrow(), "registered after start");
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = running.opts.configuration_name.clone();
+    let before = configs.get(&name).await.unwrap();
+    configs.delete(&name, &DeleteParams::default()).await.unwrap();
+    let back = common::eventually(Duration::from_secs(15), "configuration re-created", || async {
+        match configs.get_opt(&name).await.map_err(|e| e.to_string())? {
+            Some(c) if c.metadata.uid != before.metadata.uid => Ok(c),
+            other => Err(format!("{:?}", other.map(|c| c.metadata.uid))),
+        }
+    })
+    .await;
+    assert_eq!(back.webhooks, before.webhooks, "the same registration");
+    common::eventually(Duration::from_secs(5), "registration ready again", || async {
+        if *running.registered.borrow() {
+            Ok(())
+        } else {
+            Err("not ready".to_string())
+        }
+    })
+    .await;
+
+    // the certificate Secret: re-created, and the configuration carries the CA that signs it
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &running.opts.namespace);
+    let secret = running.opts.certs.secret_name.clone();
+    secrets.delete(&secret, &DeleteParams::default()).await.unwrap();
+    common::eventually(
+        Duration::from_secs(15),
+        "secret re-created and its CA registered",
+        || async {
+            let s = secrets
+                .get_opt(&secret)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no secret")?;
+            let c = configs.get(&name).await.map_err(|e| e.to_string())?;
+            let bundle = c.webhooks.unwrap()[0].client_config.ca_bundle.clone().unwrap().0;
+            let ca = s.data.unwrap_or_default().into_values().map(|v| v.0).find(|v| {
+                let pem = String::from_utf8_lossy(v);
+                pem.contains("BEGIN CERTIFICATE") && String::from_utf8_lossy(&bundle).contains(pem.trim())
+            });
+            ca.map(|_| ()).ok_or_else(|| "CA not in the bundle yet".to_string())
+        },
+    )
+    .await;
+    running.stop().await;
+    configs.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// Idle connections, half-sent handshakes and a crowd beyond the connection limit are cut off,
+/// so they can neither exhaust the process's file descriptors nor keep the webhook from serving.
+#[tokio::test]
+async fn idle_and_slow_clients_are_cut_off_and_the_webhook_keeps_serving() {
+    use gardener_extension_runtime_kata::webhook::limits::ConnectionLimits;
+    use std::io::{Read, Write};
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let running = start(&client, "limits", |o| {
+        o.limits = ConnectionLimits {
+            max_connections: 8,
+            idle_timeout: Duration::from_secs(1),
+        }
+    })
+    .await;
+    let addr = running.addr;
+    let (closed_within, still_open) = tokio::task::spawn_blocking(move || {
+        let mut socks = Vec::new();
+        for i in 0..24 {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            if i % 3 == 0 {
+                // a slow client: the first bytes of a TLS record, then nothing
+                s.write_all(&[0x16, 0x03, 0x01]).unwrap();
+            }
+            socks.push(s);
+        }
+        let started = Instant::now();
+        let mut still_open = 0;
+        for mut s in socks {
+            s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    still_open += 1
+                }
+                Err(_) => {}
+            }
+        }
+        (started.elapsed(), still_open)
+    })
+    .await
+    .unwrap();
+    assert_eq!(still_open, 0, "every idle or slow connection is closed by the server");
+    assert!(
+        closed_within < Duration::from_secs(5),
+        "within the idle timeout: {closed_within:?}"
+    );
+    // and the server still answers a real TLS client
+    let ca = secret_value(
+        &client,
+        &running.opts.namespace,
+        &running.opts.certs.secret_name,
+        "ca.crt",
+    )
+    .await;
+    tokio::task::spawn_blocking(move || served_certificate(addr, &ca, false))
+        .await
+        .unwrap()
+        .expect("a TLS handshake after the crowd");
     running.cleanup(client).await;
 }

@@ -101,11 +101,13 @@ impl Shoot {
             .is_some_and(|op| op.state == "Failed")
     }
 
+    /// As Gardener's `ShootNeedsForceDeletion`: the annotation's value parsed like Go's
+    /// `strconv.ParseBool`, anything unparsable meaning no.
     pub fn is_force_deletion(&self) -> bool {
         self.metadata
             .annotations
             .get(super::FORCE_DELETION_ANNOTATION)
-            .is_some_and(|v| v == "true")
+            .is_some_and(|v| parse_go_bool(v) == Some(true))
     }
 
     pub fn is_hibernation_enabled(&self) -> bool {
@@ -114,6 +116,15 @@ impl Shoot {
 
     pub fn worker(&self, pool: &str) -> Option<&Worker> {
         self.spec.provider.workers.iter().find(|w| w.name == pool)
+    }
+}
+
+/// Go's `strconv.ParseBool`, which Gardener uses for boolean annotations and labels.
+pub fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -269,4 +280,28 @@ pub struct CloudProfileSpec {
     pub type_: String,
     #[serde(default)]
     pub machine_images: Vec<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shoot_with_force_deletion(value: &str) -> Shoot {
+        let mut s = Shoot::default();
+        s.metadata
+            .annotations
+            .insert(super::super::FORCE_DELETION_ANNOTATION.into(), value.into());
+        s
+    }
+
+    #[test]
+    fn force_deletion_is_parsed_like_gardener_parses_it() {
+        for yes in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(shoot_with_force_deletion(yes).is_force_deletion(), "{yes}");
+        }
+        for no in ["0", "f", "false", "False", "yes", "tRUE", ""] {
+            assert!(!shoot_with_force_deletion(no).is_force_deletion(), "{no}");
+        }
+        assert!(!Shoot::default().is_force_deletion());
+    }
 }

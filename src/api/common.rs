@@ -46,12 +46,58 @@ pub enum OperationState {
     Aborted,
 }
 
+/// A Gardener enum value as stored: known values typed, any other string kept verbatim. The
+/// CRDs allow any string, and one object with a value we do not know (a newer Gardener's, or a
+/// hand-written one) must never make the whole list of objects undecodable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lenient<T> {
+    Known(T),
+    Other(String),
+}
+
+impl<T: Copy> Lenient<T> {
+    pub fn known(&self) -> Option<T> {
+        match self {
+            Lenient::Known(t) => Some(*t),
+            Lenient::Other(_) => None,
+        }
+    }
+}
+
+impl<T> From<T> for Lenient<T> {
+    fn from(t: T) -> Self {
+        Lenient::Known(t)
+    }
+}
+
+impl<T: PartialEq> PartialEq<T> for Lenient<T> {
+    fn eq(&self, other: &T) -> bool {
+        matches!(self, Lenient::Known(t) if t == other)
+    }
+}
+
+impl<T: Serialize> Serialize for Lenient<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Lenient::Known(t) => t.serialize(s),
+            Lenient::Other(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Ok(serde_json::from_value(serde_json::Value::String(raw.clone())).map_or(Lenient::Other(raw), Lenient::Known))
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LastOperation {
     #[serde(rename = "type")]
-    pub type_: OperationType,
-    pub state: OperationState,
+    pub type_: Lenient<OperationType>,
+    pub state: Lenient<OperationState>,
     pub progress: i32,
     pub description: String,
     pub last_update_time: Time,

@@ -220,7 +220,25 @@ impl KataConfiguration {
         }
         config.debug = raw.debug.unwrap_or(false);
         if let Some(entries) = raw.allowed_hypervisor_annotations {
+            if entries.len() > MAX_ANNOTATION_ENTRIES {
+                return Err(invalid(
+                    "allowedHypervisorAnnotations",
+                    format!(
+                        "{} entries, at most {MAX_ANNOTATION_ENTRIES} are allowed",
+                        entries.len()
+                    ),
+                ));
+            }
             for (i, entry) in entries.iter().enumerate() {
+                if entry.len() > MAX_ANNOTATION_ENTRY_LEN {
+                    return Err(invalid(
+                        format!("allowedHypervisorAnnotations[{i}]"),
+                        format!(
+                            "{} characters, at most {MAX_ANNOTATION_ENTRY_LEN} are allowed",
+                            entry.len()
+                        ),
+                    ));
+                }
                 validate_annotation_entry(
                     &format!("allowedHypervisorAnnotations[{i}]"),
                     entry,
@@ -243,6 +261,26 @@ impl KataConfiguration {
         }
         validate_devmapper(&config.devmapper)?;
         Ok(config)
+    }
+
+    /// This configuration as an explicit providerConfig (every default spelled out), which
+    /// `from_provider_config` reads back to the same value whatever the defaults are then.
+    pub fn to_provider_config(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "hypervisors": self.hypervisors.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "debug": self.debug,
+            "allowedHypervisorAnnotations": self.allowed_hypervisor_annotations,
+            "devmapper": {
+                "dataSize": self.devmapper.data_size.to_string(),
+                "metadataSize": self.devmapper.metadata_size.to_string(),
+                "baseImageSize": self.devmapper.base_image_size.to_string(),
+            },
+        });
+        // always present, also as null: a JSON merge patch must be able to clear it
+        v["defaultHypervisor"] = self.default_hypervisor.map(|d| d.as_str()).into();
+        v
     }
 
     pub fn has(&self, shim: Shim) -> bool {
@@ -300,10 +338,16 @@ fn validate_annotation_entry(field: &str, entry: &str, enabled: &[Shim]) -> Resu
 
 /// The kernel's thin-pool metadata device cannot usefully exceed ~15.8 GiB.
 const MAX_METADATA: u64 = 15 * GI;
+/// A sparse file on the node's disk: far beyond any worker disk, yet small enough that every
+/// size computation on the node stays exact.
+const MAX_DATA: u64 = 16 << 40;
+/// kata-deploy joins them into one environment variable per architecture.
+pub const MAX_ANNOTATION_ENTRIES: usize = 64;
+const MAX_ANNOTATION_ENTRY_LEN: usize = 512;
 
 fn validate_devmapper(dm: &Devmapper) -> Result<(), ConfigError> {
-    if dm.data_size < GI {
-        return Err(invalid("devmapper.dataSize", "must be at least 1Gi"));
+    if dm.data_size < GI || dm.data_size > MAX_DATA {
+        return Err(invalid("devmapper.dataSize", "must be between 1Gi and 16Ti"));
     }
     if dm.metadata_size < 2 * MI || dm.metadata_size > MAX_METADATA {
         return Err(invalid("devmapper.metadataSize", "must be between 2Mi and 15Gi"));
@@ -478,5 +522,49 @@ mod tests {
         assert_eq!(parse_quantity("10G").unwrap(), 10_000_000_000);
         assert!(parse_quantity("99999999999999Pi").is_err());
         assert!(parse_quantity("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod round_trip_tests {
+    use super::*;
+
+    #[test]
+    fn everything_a_user_can_make_too_big_is_rejected_up_front() {
+        let with = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"apiVersion": API_VERSION, "kind": KIND});
+            v.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap());
+            KataConfiguration::from_provider_config(Some(&v))
+        };
+        for size in ["16383Pi", "18446744073709551615", "17Ti"] {
+            let e = with(serde_json::json!({"devmapper": {"dataSize": size}})).unwrap_err();
+            assert_eq!(e.field, "devmapper.dataSize", "{size}: {e}");
+        }
+        assert!(with(serde_json::json!({"devmapper": {"dataSize": "16Ti"}})).is_ok());
+        let many: Vec<String> = (0..40_000).map(|i| format!("a{i}")).collect();
+        let e = with(serde_json::json!({"allowedHypervisorAnnotations": many})).unwrap_err();
+        assert_eq!(e.field, "allowedHypervisorAnnotations");
+        let long = "a".repeat(10_000);
+        let e = with(serde_json::json!({"allowedHypervisorAnnotations": [long]})).unwrap_err();
+        assert_eq!(e.field, "allowedHypervisorAnnotations[0]");
+    }
+
+    #[test]
+    fn explicit_provider_config_reads_back_to_the_same_configuration() {
+        let configs = [
+            serde_json::json!({"apiVersion": API_VERSION, "kind": KIND}),
+            serde_json::json!({"apiVersion": API_VERSION, "kind": KIND, "hypervisors": ["clh", "fc"], "defaultHypervisor": "fc",
+                "debug": true, "devmapper": {"dataSize": "20Gi", "metadataSize": "1Gi", "baseImageSize": "10Gi"}}),
+        ];
+        for raw in configs {
+            let c = KataConfiguration::from_provider_config(Some(&raw)).unwrap();
+            let explicit = c.to_provider_config();
+            assert_eq!(
+                KataConfiguration::from_provider_config(Some(&explicit)).unwrap(),
+                c,
+                "{explicit}"
+            );
+            assert!(explicit["hypervisors"].is_array(), "defaults spelled out");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod common;
 pub mod containerruntime;
 pub mod kata_config;
+pub mod kata_status;
 pub mod managedresource;
 pub mod osc;
 

@@ -40,6 +40,10 @@ impl ActuatorError {
     }
 }
 
+/// What a successful reconcile or restore reports: `Some` replaces `status.providerStatus`
+/// (written together with Succeeded), `None` leaves it alone.
+pub type ProviderStatus = Option<serde_json::Value>;
+
 /// The per-extension work behind the generic reconciler. Every method gets the object and its
 /// decoded Cluster. Implementations must be idempotent: each may be called again after any error.
 pub trait Actuator: Send + Sync + 'static {
@@ -47,7 +51,7 @@ pub trait Actuator: Send + Sync + 'static {
         &self,
         cr: &ContainerRuntime,
         cluster: &DecodedCluster,
-    ) -> impl Future<Output = Result<(), ActuatorError>> + Send;
+    ) -> impl Future<Output = Result<ProviderStatus, ActuatorError>> + Send;
     /// Clean up and wait until clean.
     fn delete(
         &self,
@@ -70,5 +74,5 @@ pub trait Actuator: Send + Sync + 'static {
         &self,
         cr: &ContainerRuntime,
         cluster: &DecodedCluster,
-    ) -> impl Future<Output = Result<(), ActuatorError>> + Send;
+    ) -> impl Future<Output = Result<ProviderStatus, ActuatorError>> + Send;
 }

@@ -12,6 +12,7 @@ pub mod status;
 
 pub use actuator::{Actuator, ActuatorError};
 pub use controller::{ControllerOptions, run_controller};
+pub use status::truncate_for_status;
 
 /// The finalizer of every ContainerRuntime controller.
 pub const FINALIZER: &str = "extensions.gardener.cloud/containerruntime";

@@ -30,15 +30,14 @@ pub fn compute_operation_type(cr: &ContainerRuntime) -> OperationType {
     let last = cr.status.as_ref().and_then(|s| s.last_operation.as_ref());
     match last {
         None => OperationType::Create,
-        Some(op)
-            if matches!(
-                op.type_,
-                OperationType::Create | OperationType::Migrate | OperationType::Restore
-            ) && op.state != OperationState::Succeeded =>
-        {
-            op.type_
-        }
-        Some(_) => OperationType::Reconcile,
+        Some(op) => match op.type_.known() {
+            Some(t @ (OperationType::Create | OperationType::Migrate | OperationType::Restore))
+                if op.state != OperationState::Succeeded =>
+            {
+                t
+            }
+            _ => OperationType::Reconcile,
+        },
     }
 }
 
@@ -68,8 +67,8 @@ mod tests {
         }
         cr.status = last.map(|(type_, state)| DefaultStatus {
             last_operation: Some(LastOperation {
-                type_,
-                state,
+                type_: type_.into(),
+                state: state.into(),
                 progress: 100,
                 description: String::new(),
                 last_update_time: Time(k8s_openapi::jiff::Timestamp::now()),

@@ -104,8 +104,8 @@ mod tests {
     fn succeeded(mut cr: ContainerRuntime) -> ContainerRuntime {
         cr.status = Some(DefaultStatus {
             last_operation: Some(LastOperation {
-                type_: OperationType::Reconcile,
-                state: OperationState::Succeeded,
+                type_: OperationType::Reconcile.into(),
+                state: OperationState::Succeeded.into(),
                 progress: 100,
                 description: "ok".into(),
                 last_update_time: Time(k8s_openapi::jiff::Timestamp::now()),

@@ -109,11 +109,11 @@ pub async fn reconcile<A: Actuator>(
     write_status(&api, &name, status::processing(op, KIND)).await?;
     let work = async {
         match op {
-            OperationType::Migrate => ctx.actuator.migrate(&cr, &cluster).await,
+            OperationType::Migrate => ctx.actuator.migrate(&cr, &cluster).await.map(|()| None),
             OperationType::Delete if cluster.shoot.is_force_deletion() => {
-                ctx.actuator.force_delete(&cr, &cluster).await
+                ctx.actuator.force_delete(&cr, &cluster).await.map(|()| None)
             }
-            OperationType::Delete => ctx.actuator.delete(&cr, &cluster).await,
+            OperationType::Delete => ctx.actuator.delete(&cr, &cluster).await.map(|()| None),
             OperationType::Restore => ctx.actuator.restore(&cr, &cluster).await,
             OperationType::Create | OperationType::Reconcile => ctx.actuator.reconcile(&cr, &cluster).await,
         }
@@ -125,8 +125,8 @@ pub async fn reconcile<A: Actuator>(
             ctx.reconcile_timeout
         ))),
     };
-    match result {
-        Ok(()) => {}
+    let provider_status = match result {
+        Ok(provider_status) => provider_status,
         Err(e) if e.requeue_after.is_some() => {
             tracing::info!(namespace = %ns, name = %name, reason = %e.description, "operation in progress, requeueing");
             return Ok(Action::requeue(e.requeue_after.unwrap_or_default()));
@@ -141,8 +141,12 @@ pub async fn reconcile<A: Actuator>(
             .await?;
             return Err(e.into());
         }
+    };
+    let mut done = status::succeeded(op, KIND, generation);
+    if let Some(ps) = provider_status {
+        done["status"]["providerStatus"] = ps;
     }
-    write_status(&api, &name, status::succeeded(op, KIND, generation)).await?;
+    write_status(&api, &name, done).await?;
 
     match op {
         OperationType::Migrate => {

@@ -51,6 +51,20 @@ fn node_name_env() -> EnvVar {
     }
 }
 
+fn pod_namespace_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAMESPACE".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.namespace".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// kata-deploy's configuration; the Rust binary reads the architecture-suffixed names.
 pub fn kata_deploy_env(pool: &PoolInput) -> Vec<EnvVar> {
     let c = &pool.config;
@@ -78,13 +92,14 @@ pub fn kata_deploy_env(pool: &PoolInput) -> Vec<EnvVar> {
     out
 }
 
-/// The node labels the sidecar sets: one per shim of this pool.
+/// The node labels the sidecar sets: one per shim of this pool, and one per debug handler.
 pub fn shim_labels(pool: &PoolInput) -> Vec<String> {
-    pool.config
-        .hypervisors
-        .iter()
-        .map(|s| format!("{}=true", shim_label(*s)))
-        .collect()
+    let shims = &pool.config.hypervisors;
+    let mut labels: Vec<String> = shims.iter().map(|s| format!("{}=true", shim_label(*s))).collect();
+    if pool.config.debug {
+        labels.extend(shims.iter().map(|s| format!("{}=true", debug_shim_label(*s))));
+    }
+    labels
 }
 
 fn host_path(name: &str, path: &str, type_: &str) -> Volume {
@@ -245,8 +260,10 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
         args: Some(vec![
             "node-labeler".into(),
             format!("--labels={}", shim_labels(pool).join(",")),
+            // on SIGTERM the labels stay while this DaemonSet still selects the node (rollout)
+            format!("--daemonset={}", daemonset(&pool.name)),
         ]),
-        env: Some(vec![node_name_env()]),
+        env: Some(vec![node_name_env(), pod_namespace_env()]),
         resources: Some(ResourceRequirements {
             requests: Some(quantities("5m", "16Mi")),
             limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),
@@ -323,5 +340,54 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::kata_config::KataConfiguration;
+
+    fn pool(config: serde_json::Value, arch: &str) -> PoolInput {
+        let mut v = serde_json::json!({"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration"});
+        v.as_object_mut().unwrap().extend(config.as_object().cloned().unwrap());
+        PoolInput {
+            name: "a".into(),
+            config: KataConfiguration::from_provider_config(Some(&v)).unwrap(),
+            taints: vec![],
+            architecture: arch.into(),
+        }
+    }
+
+    /// `spec.selector` of a DaemonSet is immutable and is deliberately not marked
+    /// delete-on-invalid-update (re-creating the installer would uninstall kata from every node):
+    /// it must depend on the pool name alone, never on the configuration or the images.
+    #[test]
+    fn daemonset_selector_depends_on_the_pool_name_only() {
+        let images = InstallerImages {
+            kata_deploy: "a:1".into(),
+            node_labeler: "b:1".into(),
+        };
+        let other_images = InstallerImages {
+            kata_deploy: "a:2".into(),
+            node_labeler: "b:2".into(),
+        };
+        let one = daemon_set(&pool(serde_json::json!({"hypervisors": ["qemu"]}), "amd64"), &images);
+        let two = daemon_set(
+            &pool(
+                serde_json::json!({"hypervisors": ["clh", "fc"], "debug": true}),
+                "arm64",
+            ),
+            &other_images,
+        );
+        let sel = |ds: &DaemonSet| ds.spec.as_ref().unwrap().selector.clone();
+        assert_eq!(sel(&one), sel(&two));
+        assert_ne!(one.spec.as_ref().unwrap().template, two.spec.as_ref().unwrap().template);
+        assert!(
+            one.metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(DELETE_ON_INVALID_UPDATE))
+        );
     }
 }

@@ -11,6 +11,9 @@ pub const SERVICE_ACCOUNT: &str = "kata-deploy";
 pub const CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-kata:kata-deploy";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "gardener-extension-runtime-kata";
+/// Tells gardener-resource-manager to delete and re-create an object whose update the apiserver
+/// rejects as invalid (immutable fields: RuntimeClass `handler`, ClusterRoleBinding `roleRef`).
+pub const DELETE_ON_INVALID_UPDATE: &str = "resources.gardener.cloud/delete-on-invalid-update";
 /// Gardener's node label for a pool that lists kata.
 pub const KATA_NODE_LABEL: &str = "containerruntime.worker.gardener.cloud/kata";
 /// kata-deploy's node label once it finished installing.
@@ -19,9 +22,11 @@ pub const KATA_RUNTIME_LABEL: &str = "katacontainers.io/kata-runtime";
 pub const SHIM_LABEL_PREFIX: &str = "kata.runtime.extensions.gardener.cloud/";
 pub const POOL_LABEL_KEY: &str = "kata.runtime.extensions.gardener.cloud/pool";
 
+pub const INSTALLATION_MR_PREFIX: &str = "extension-runtime-kata-installation-";
+
 /// Per-pool ManagedResource holding the installer.
 pub fn installation_mr(pool: &str) -> String {
-    format!("extension-runtime-kata-installation-{pool}")
+    format!("{INSTALLATION_MR_PREFIX}{pool}")
 }
 
 pub fn daemonset(pool: &str) -> String {
@@ -30,4 +35,15 @@ pub fn daemonset(pool: &str) -> String {
 
 pub fn shim_label(shim: crate::api::kata_config::Shim) -> String {
     format!("{SHIM_LABEL_PREFIX}{}", shim.as_str())
+}
+
+/// kata-deploy 4.1 with `DEBUG=true` registers a second handler per shim, `kata-<shim>-debug`,
+/// which alone carries the runtime, agent and hypervisor debug settings.
+pub fn debug_handler(shim: crate::api::kata_config::Shim) -> String {
+    format!("{}-debug", shim.handler())
+}
+
+/// Marks a node whose installer registered the debug handler of `shim`.
+pub fn debug_shim_label(shim: crate::api::kata_config::Shim) -> String {
+    format!("{}-debug", shim_label(shim))
 }

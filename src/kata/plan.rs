@@ -8,6 +8,7 @@ use super::names::EXTENSION_TYPE;
 use super::pools::PoolInput;
 use super::requirements::Requirements;
 use crate::api::kata_config::KataConfiguration;
+use crate::api::kata_status::applied_configuration;
 use crate::api::{ContainerRuntime, DecodedCluster};
 use crate::extension::{ActuatorError, ERR_CONFIGURATION_PROBLEM};
 use crate::managedresources::Manifests;
@@ -16,6 +17,8 @@ use kube::ResourceExt;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     pub pool: String,
+    /// The pool's configuration, recorded as applied once the plan is.
+    pub config: KataConfiguration,
     /// Content of the shared ManagedResource (RuntimeClasses, RBAC).
     pub shared: Manifests,
     /// Content of the pool's installation ManagedResource.
@@ -26,9 +29,17 @@ pub fn config_error(msg: impl std::fmt::Display) -> ActuatorError {
     ActuatorError::new(msg.to_string()).with_code(ERR_CONFIGURATION_PROBLEM)
 }
 
-/// The kata pools among `others` (same namespace, not being deleted, valid providerConfig),
-/// excluding `pool` itself. A pool with an invalid config reports that itself and contributes
-/// nothing here.
+/// The configuration a pool contributes to the shoot-wide objects: its providerConfig when that
+/// is valid, else the configuration last applied successfully (from its providerStatus), so
+/// an invalid edit never takes away what the pool already provides. `None`: nothing applied yet.
+pub fn contributed_configuration(cr: &ContainerRuntime) -> Option<KataConfiguration> {
+    KataConfiguration::from_provider_config(cr.spec.provider_config.as_ref())
+        .ok()
+        .or_else(|| applied_configuration(cr.status.as_ref().and_then(|s| s.provider_status.as_ref())))
+}
+
+/// The kata pools among `others` (same namespace, not being deleted), excluding `pool` itself,
+/// each with the configuration it contributes.
 pub fn other_pools<'a>(
     pool: &str,
     others: impl IntoIterator<Item = &'a ContainerRuntime>,
@@ -37,15 +48,28 @@ pub fn other_pools<'a>(
     let mut pools: Vec<PoolInput> = others
         .into_iter()
         .filter(|o| o.spec.type_ == EXTENSION_TYPE && o.metadata.deletion_timestamp.is_none())
-        .filter(|o| o.spec.worker_pool.name != pool)
+        .filter(|o| o.spec.worker_pool.name != pool && valid_pool_name(&o.spec.worker_pool.name))
         .filter_map(|o| {
-            let config = KataConfiguration::from_provider_config(o.spec.provider_config.as_ref()).ok()?;
+            let config = contributed_configuration(o)?;
             Some(PoolInput::new(&o.spec.worker_pool.name, config, cluster))
         })
         .collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     pools.dedup_by(|a, b| a.name == b.name);
     pools
+}
+
+/// Whether `pool` can name Kubernetes objects (`kata-deploy-<pool>`, ManagedResource
+/// `extension-runtime-kata-installation-<pool>`): an RFC 1123 label, as Gardener validates worker
+/// names. A hand-written object may carry anything; such a pool never got anything deployed.
+pub fn valid_pool_name(pool: &str) -> bool {
+    !pool.is_empty()
+        && pool.len() <= 63
+        && pool
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !pool.starts_with('-')
+        && !pool.ends_with('-')
 }
 
 /// Everything to deploy for `cr`; configuration problems carry `ERR_CONFIGURATION_PROBLEM`.
@@ -57,12 +81,18 @@ pub fn plan<'a>(
     requirements: &Requirements,
 ) -> Result<Plan, ActuatorError> {
     let pool_name = &cr.spec.worker_pool.name;
+    if !valid_pool_name(pool_name) {
+        return Err(config_error(format!(
+            "worker pool name {:?} is not a valid name (lowercase letters, digits and '-', at most 63)",
+            crate::extension::truncate_for_status(pool_name)
+        )));
+    }
     let config = KataConfiguration::from_provider_config(cr.spec.provider_config.as_ref())
         .map_err(|e| config_error(format!("pool {pool_name:?}: {e}")))?;
     requirements
         .check(cluster, pool_name)
         .map_err(|reason| config_error(format!("pool {pool_name:?}: {reason}")))?;
-    let pool = PoolInput::new(pool_name, config, cluster);
+    let pool = PoolInput::new(pool_name, config.clone(), cluster);
     let namespace = cr.namespace();
     let mut pools = other_pools(
         pool_name,
@@ -73,7 +103,23 @@ pub fn plan<'a>(
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Plan {
         pool: pool_name.clone(),
+        config,
         shared: manifests::shared(&pools).map_err(config_error)?,
         installation: manifests::installation(&pool, images),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_names_must_be_usable_in_object_names() {
+        for ok in ["a", "pool-1", &"x".repeat(63)] {
+            assert!(valid_pool_name(ok), "{ok}");
+        }
+        for bad in ["", "with space", "Upper", "-a", "a-", "a/b", "a%20b", &"x".repeat(64)] {
+            assert!(!valid_pool_name(bad), "{bad}");
+        }
+    }
 }

@@ -47,8 +47,11 @@ pub fn cluster_role() -> ClusterRole {
 }
 
 pub fn cluster_role_binding() -> ClusterRoleBinding {
+    let mut metadata = meta(CLUSTER_ROLE, None);
+    // `roleRef` is immutable
+    metadata.annotations = Some(BTreeMap::from([(DELETE_ON_INVALID_UPDATE.into(), "true".into())]));
     ClusterRoleBinding {
-        metadata: meta(CLUSTER_ROLE, None),
+        metadata,
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),

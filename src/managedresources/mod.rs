@@ -10,12 +10,19 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
+mod applied;
 mod cache;
+mod wait;
+pub use applied::{AppliedState, Failure, applied_state};
 pub use cache::ManagedResourceCache;
 use std::collections::BTreeMap;
+pub use wait::{APPLY_TIMEOUT, ApplyCheck, ApplyTracker};
 
 pub const ORIGIN_LABEL: &str = "origin";
 pub const GARBAGE_COLLECTABLE_LABEL: &str = "resources.gardener.cloud/garbage-collectable-reference";
+/// gardener-resource-manager's garbage collector keeps a labelled secret only while some object
+/// carries `reference.resources.gardener.cloud/secret-<first 8 hex of sha256(name)>: <name>`.
+pub const REFERENCE_ANNOTATION_PREFIX: &str = "reference.resources.gardener.cloud/";
 pub const NO_CLEANUP_LABEL: &str = "shoot.gardener.cloud/no-cleanup";
 pub const FIELD_MANAGER: &str = "gardener-extension-runtime-kata";
 
@@ -49,6 +56,26 @@ pub fn secret_name(mr_name: &str, data: &Manifests) -> String {
     }
     let digest = hex::encode(h.finalize());
     format!("managedresource-{mr_name}-{}", &digest[..8])
+}
+
+/// The annotation key Gardener's ManagedResource builder writes for a referenced secret.
+pub fn secret_reference_key(secret: &str) -> String {
+    let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+    format!("{REFERENCE_ANNOTATION_PREFIX}secret-{}", &digest[..8])
+}
+
+fn reference_annotations(refs: &[LocalObjectReference]) -> BTreeMap<String, String> {
+    refs.iter()
+        .map(|r| (secret_reference_key(&r.name), r.name.clone()))
+        .collect()
+}
+
+fn existing_reference_annotations(mr: &ManagedResource) -> BTreeMap<String, String> {
+    mr.annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with(REFERENCE_ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The immutable Secret holding the manifests.
@@ -87,6 +114,8 @@ pub fn build_managed_resource(namespace: &str, name: &str, origin: &str, secret:
     );
     mr.metadata.namespace = Some(namespace.into());
     mr.metadata.labels = Some(BTreeMap::from([(ORIGIN_LABEL.into(), origin.into())]));
+    // without these the seed's resource manager deletes the secret as unreferenced
+    mr.metadata.annotations = Some(reference_annotations(&mr.spec.secret_refs));
     mr
 }
 
@@ -97,6 +126,18 @@ fn up_to_date(existing: &ManagedResource, desired: &ManagedResource) -> bool {
         && existing.spec.keep_objects.unwrap_or(false) == desired.spec.keep_objects.unwrap_or(false)
         && existing.spec.class.is_none()
         && existing.labels().get(ORIGIN_LABEL) == desired.labels().get(ORIGIN_LABEL)
+        && existing_reference_annotations(existing) == existing_reference_annotations(desired)
+}
+
+/// What `ensure` found and left behind.
+#[derive(Clone, Debug)]
+pub struct Ensured {
+    /// The ManagedResource as last seen: the write's response, or the cached object.
+    pub managed_resource: ManagedResource,
+    /// Whether the ManagedResource was written.
+    pub written: bool,
+    /// Whether its secret was missing and had to be created again.
+    pub secret_recreated: bool,
 }
 
 /// Reads and writes the ManagedResources of one extension (one `origin`).
@@ -132,32 +173,50 @@ impl ManagedResources {
             .map_err(ctx(format!("reading ManagedResource {namespace}/{name}")))
     }
 
-    /// Creates or updates ManagedResource `name` with `data`. Returns whether anything was
-    /// written. Secrets the ManagedResource referenced before are deleted after the switch.
-    pub async fn ensure(&self, namespace: &str, name: &str, data: &Manifests) -> Result<bool, ManagedResourceError> {
+    /// Creates or updates ManagedResource `name` with `data`. Secrets the ManagedResource
+    /// referenced before are deleted after the switch.
+    pub async fn ensure(&self, namespace: &str, name: &str, data: &Manifests) -> Result<Ensured, ManagedResourceError> {
         let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = build_secret(namespace, name, &self.origin, data);
         let secret_name = secret.name_any();
         let desired = build_managed_resource(namespace, name, &self.origin, &secret_name);
+        // The secret is created on every reconcile, whatever the cache says: it may have been
+        // deleted behind our back, and a create that meets the existing one costs one request.
+        let secret_recreated = match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => true,
+            // same name means same content: the secret is immutable and content-addressed
+            Err(kube::Error::Api(s)) if s.code == 409 => false,
+            Err(e) => return Err(ctx(format!("creating Secret {namespace}/{secret_name}"))(e)),
+        };
         // a lagging cache at worst causes an idempotent re-apply
         let existing = self.current(namespace, name).await?;
-        if existing.as_ref().is_some_and(|mr| up_to_date(mr, &desired)) {
-            return Ok(false);
+        if let Some(mr) = existing.as_ref().filter(|mr| up_to_date(mr, &desired)) {
+            if secret_recreated {
+                tracing::warn!(namespace, secret = %secret_name, managed_resource = name, "re-created a missing ManagedResource secret");
+                // the resource manager reacts to secret updates, not creations: ask it to reconcile
+                // the ManagedResource the Gardener way (it removes the annotation itself)
+                let nudge = serde_json::json!({"metadata": {"annotations": {"gardener.cloud/operation": "reconcile"}}});
+                mrs.patch(name, &PatchParams::default(), &Patch::Merge(&nudge))
+                    .await
+                    .map_err(ctx(format!(
+                        "requesting a reconcile of ManagedResource {namespace}/{name}"
+                    )))?;
+            }
+            return Ok(Ensured {
+                managed_resource: mr.clone(),
+                written: false,
+                secret_recreated,
+            });
         }
-        match secrets.create(&PostParams::default(), &secret).await {
-            Ok(_) => {}
-            // same name means same content: the secret is immutable and content-addressed
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(ctx(format!("creating Secret {namespace}/{secret_name}"))(e)),
-        }
-        mrs.patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(ctx(format!("applying ManagedResource {namespace}/{name}")))?;
+        let applied = mrs
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(ctx(format!("applying ManagedResource {namespace}/{name}")))?;
         let stale = existing
             .map(|mr| mr.spec.secret_refs)
             .unwrap_or_default()
@@ -166,7 +225,11 @@ impl ManagedResources {
         for old in stale {
             delete_ignoring_absence(&secrets, &old.name, namespace).await?;
         }
-        Ok(true)
+        Ok(Ensured {
+            managed_resource: applied,
+            written: true,
+            secret_recreated: false,
+        })
     }
 
     /// Deletes the ManagedResource and its secrets. Does not wait for gardener-resource-manager.
@@ -191,6 +254,22 @@ impl ManagedResources {
             delete_ignoring_absence(&secrets, &r.name, namespace).await?;
         }
         Ok(())
+    }
+
+    /// Names of our ManagedResources in `namespace` starting with `prefix`, deleting ones
+    /// included, read from the apiserver (not the cache) because deletion order depends on it.
+    pub async fn names_with_prefix(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, ManagedResourceError> {
+        let mrs: Api<ManagedResource> = Api::namespaced(self.client.clone(), namespace);
+        let params = kube::api::ListParams::default().labels(&format!("{ORIGIN_LABEL}={}", self.origin));
+        Ok(mrs
+            .list_metadata(&params)
+            .await
+            .map_err(ctx(format!("listing ManagedResources in {namespace}")))?
+            .items
+            .into_iter()
+            .map(|m| m.name_any())
+            .filter(|n| n.starts_with(prefix))
+            .collect())
     }
 
     /// Whether the ManagedResource still exists (e.g. while the resource manager cleans up).
@@ -260,5 +339,21 @@ mod tests {
         let mut kept = mr.clone();
         kept.spec.keep_objects = Some(true);
         assert!(!up_to_date(&kept, &mr));
+        // a ManagedResource written before the reference annotations existed is rewritten
+        let mut unannotated = mr.clone();
+        unannotated.metadata.annotations = None;
+        assert!(!up_to_date(&unannotated, &mr));
+    }
+
+    #[test]
+    fn reference_annotation_is_the_one_gardeners_builder_writes() {
+        // Gardener: "reference.resources.gardener.cloud/" + kind + "-" + sha256hex(name)[:8];
+        // the digest below is `echo -n <name> | sha256sum`
+        let name = "managedresource-extension-runtime-kata-0123abcd";
+        let key = secret_reference_key(name);
+        assert_eq!(key, "reference.resources.gardener.cloud/secret-45e00c4f");
+        let mr = build_managed_resource("ns", "mr", "o", name);
+        assert_eq!(mr.annotations().get(&key).map(String::as_str), Some(name));
+        assert_eq!(mr.annotations().len(), 1);
     }
 }

@@ -106,7 +106,7 @@ pub fn init(level: LogLevel, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
             // kube logs every failed request at error level; we log failures ourselves, with context
-            format!("{level},kube_client::client::builder=off,kube_lease_manager=warn,hyper=warn,rustls=warn"),
+            format!("{level},kube_client::client::builder=off,hyper=warn,rustls=warn"),
         )
     });
     let builder = tracing_subscriber::fmt()

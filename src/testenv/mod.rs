@@ -7,6 +7,8 @@
 
 mod certs;
 mod process;
+mod resource_manager;
+mod standins;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use process::Supervised;
 pub use process::{Binaries, free_port};
+pub use resource_manager::{ResourceManager, ResourceManagerOptions};
+pub use standins::ForegroundDeletionStandIn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestEnvError {
@@ -53,8 +57,18 @@ pub struct TestEnv {
 const ADMIN_TOKEN_BYTES: usize = 24;
 
 impl TestEnv {
-    /// Starts a fresh control plane and installs Gardener's CRDs.
+    /// Starts a fresh control plane and installs Gardener's CRDs: a seed.
     pub async fn start() -> Result<Self, TestEnvError> {
+        Self::start_with_crds(true).await
+    }
+
+    /// Starts a fresh control plane without Gardener's CRDs: a shoot, as
+    /// gardener-resource-manager's target.
+    pub async fn start_shoot() -> Result<Self, TestEnvError> {
+        Self::start_with_crds(false).await
+    }
+
+    async fn start_with_crds(crds: bool) -> Result<Self, TestEnvError> {
         let bins = Binaries::locate()?;
         let started = Instant::now();
         let dir = tempfile::Builder::new()
@@ -141,7 +155,9 @@ impl TestEnv {
             dir,
         };
         env.wait_ready(Duration::from_secs(60)).await?;
-        env.install_crds(&bins.crds).await?;
+        if crds {
+            env.install_crds(&bins.crds).await?;
+        }
         tracing::info!(elapsed = ?started.elapsed(), url = %env.url, "test control plane ready");
         Ok(env)
     }

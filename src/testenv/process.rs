@@ -37,6 +37,16 @@ impl Binaries {
         }
         Ok(b)
     }
+
+    /// gardener-resource-manager, required only by the tests that run it.
+    pub fn gardener_resource_manager(&self) -> Result<PathBuf, TestEnvError> {
+        let p = self.dir.join("gardener-resource-manager");
+        if p.exists() {
+            Ok(p)
+        } else {
+            Err(TestEnvError::Missing(format!("{} not found", p.display())))
+        }
+    }
 }
 
 pub fn free_port() -> Result<u16, TestEnvError> {
@@ -56,6 +66,8 @@ impl Supervised {
         let err = out.try_clone().map_err(io("duplicating the log handle"))?;
         let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // gardener-resource-manager prefers these to its config file; never inherit them
+        cmd.env_remove("KUBECONFIG").env_remove("TARGET_KUBECONFIG");
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {

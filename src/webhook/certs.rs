@@ -276,6 +276,11 @@ impl CertStore {
         &self.opts
     }
 
+    /// The certificate Secret's API, for watching it.
+    pub fn secret_api(&self) -> Api<Secret> {
+        self.api.clone()
+    }
+
     fn kube_err(&self, source: kube::Error) -> CertStoreError {
         CertStoreError::Kube {
             namespace: self.namespace.clone(),

@@ -12,6 +12,7 @@
 
 pub mod certs;
 pub mod handler;
+pub mod limits;
 pub mod mutate;
 pub mod registration;
 pub mod server;
@@ -20,6 +21,7 @@ use crate::api::cluster::Cluster;
 use crate::runtime::metrics::Metrics;
 use certs::{CertBundle, CertOptions, CertStore, CertStoreError, Identity};
 use handler::{ApiClusters, HandlerState};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use mutate::MutationSettings;
 use registration::{ClientTarget, FailurePolicy, Registration};
@@ -27,7 +29,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// Default path of the OSC webhook.
 pub const DEFAULT_PATH: &str = "/webhooks/operatingsystemconfig";
@@ -92,6 +94,8 @@ pub struct WebhookOptions {
     pub certs: CertOptions,
     /// Create/update the MutatingWebhookConfiguration (default true).
     pub register: bool,
+    /// Open connections and idle time per connection.
+    pub limits: limits::ConnectionLimits,
 }
 
 impl Default for WebhookOptions {
@@ -114,6 +118,7 @@ impl Default for WebhookOptions {
             mutation: MutationSettings::default(),
             certs: CertOptions::default(),
             register: true,
+            limits: limits::ConnectionLimits::default(),
         }
     }
 }
@@ -196,6 +201,7 @@ impl WebhookOptions {
     pub fn registration(&self, bound: SocketAddr) -> Registration {
         Registration {
             configuration_name: self.configuration_name.clone(),
+            owner_namespace: Some(self.namespace.clone()),
             target: self.target(bound),
             failure_policy: self.failure_policy,
             timeout_seconds: self.timeout_seconds,
@@ -217,12 +223,13 @@ fn url_ip(bound: SocketAddr) -> IpAddr {
 /// MutatingWebhookConfiguration, serves HTTPS, and rotates/reloads certificates in the background.
 ///
 /// `ready` receives the bound address once the server accepts connections and the configuration
-/// is registered. Returns after a graceful shutdown (in-flight requests get up to 10 s).
+/// is registered; `registered` then follows whether the configuration is intact in the cluster. Returns after a graceful shutdown (in-flight requests get up to 10 s).
 pub async fn run(
     client: kube::Client,
     opts: WebhookOptions,
     metrics: Option<Arc<Metrics>>,
     ready: Option<oneshot::Sender<SocketAddr>>,
+    registered: Option<watch::Sender<bool>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WebhookError> {
     server::install_crypto_provider();
@@ -273,17 +280,30 @@ pub async fn run(
     });
     let app = server::router(state, &opts.path, opts.max_body_bytes);
     let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, tls.clone())
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls.clone())
+        .handshake_timeout(Duration::from_secs(10))
+        .acceptor(limits::LimitedAcceptor::new(opts.limits));
+    let mut server = axum_server::from_tcp(listener)
         .map_err(|source| WebhookError::Serve { addr: bound, source })?
-        .handle(handle.clone())
-        .serve(app.into_make_service());
+        .acceptor(acceptor)
+        .first_request_timeout(Duration::from_secs(10))
+        .handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(10));
+    let server = server.serve(app.into_make_service());
 
+    if let Some(tx) = &registered {
+        tx.send_replace(true);
+    }
     let rotation = tokio::spawn(rotate_loop(
         store,
         tls,
         registration.clone(),
         opts.register.then(|| client.clone()),
         bundle,
+        registered,
     ));
     let ready_handle = handle.clone();
     let path = opts.path.clone();
@@ -343,21 +363,72 @@ async fn register(registration: &Registration, client: &kube::Client, bundle: &C
     Ok(())
 }
 
-/// Checks the certificate Secret every interval; applies a new CA bundle to the webhook
-/// configuration *before* serving a new certificate, and reloads the served certificate in place.
+/// Whether the configuration in the cluster is what we registered: present, with our CA bundle.
+async fn registration_intact(client: &kube::Client, registration: &Registration, bundle: &CertBundle) -> bool {
+    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    match api.get_opt(&registration.configuration_name).await {
+        Ok(Some(mwc)) => mwc.webhooks.unwrap_or_default().iter().all(|w| {
+            w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.ca_bundle_pem.as_bytes())
+        }),
+        Ok(None) => false,
+        // unknown: keep the current state, the next check decides
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the webhook configuration failed");
+            true
+        }
+    }
+}
+
+/// Events on the webhook configuration or the certificate Secret, by name: a deletion or an edit
+/// behind our back is repaired at once instead of at the next periodic check.
+fn repair_triggers(
+    client: &kube::Client,
+    registration: &Registration,
+    store: &CertStore,
+) -> futures::stream::BoxStream<'static, ()> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mwcs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let configs = watcher(mwcs, by_name(&registration.configuration_name)).default_backoff();
+    let secrets = watcher(store.secret_api(), by_name(&store.options().secret_name)).default_backoff();
+    fn changed<K>(e: Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<Option<()>> {
+        futures::future::ready(matches!(e, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(()))
+    }
+    futures::stream::select(configs.filter_map(changed), secrets.filter_map(changed)).boxed()
+}
+
+/// Keeps certificate and registration right: every check interval, and at once when the
+/// configuration or the Secret changes. Re-creates a deleted Secret (via the store) and a deleted
+/// or altered configuration; applies a new CA bundle to the configuration *before* serving a new
+/// certificate, and reloads the served certificate in place. `registered` follows whether the
+/// configuration in the cluster is intact (the readiness check).
 async fn rotate_loop(
     store: CertStore,
     tls: axum_server::tls_rustls::RustlsConfig,
     registration: Registration,
     client: Option<kube::Client>,
     mut current: CertBundle,
+    registered: Option<watch::Sender<bool>>,
 ) {
+    use futures::StreamExt;
     let mut ticker = tokio::time::interval(store.options().check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut registered_bundle = current.ca_bundle_pem.clone();
+    let mut triggers = match &client {
+        Some(c) => repair_triggers(c, &registration, &store),
+        None => futures::stream::pending().boxed(),
+    };
+    let set_registered = |ok: bool| {
+        if let Some(tx) = &registered {
+            tx.send_replace(ok);
+        }
+    };
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            Some(()) = triggers.next() => {}
+        }
         let next = match store.ensure().await {
             Ok(b) => b,
             Err(e) => {
@@ -366,12 +437,13 @@ async fn rotate_loop(
             }
         };
         if let Some(client) = &client
-            && next.ca_bundle_pem != registered_bundle
+            && !registration_intact(client, &registration, &next).await
         {
+            set_registered(false);
             match register(&registration, client, &next).await {
-                Ok(()) => registered_bundle = next.ca_bundle_pem.clone(),
+                Ok(()) => set_registered(true),
                 Err(e) => {
-                    tracing::warn!(error = %e, "updating the CA bundle failed; keeping the current certificate");
+                    tracing::warn!(error = %e, "repairing the webhook configuration failed; keeping the current certificate");
                     continue;
                 }
             }

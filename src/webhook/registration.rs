@@ -4,7 +4,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, WebhookClientConfig,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use std::fmt;
 
@@ -75,6 +76,10 @@ pub enum ClientTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Registration {
     pub configuration_name: String,
+    /// The extension's namespace: the configuration's owner, so that deleting the extension's
+    /// namespace lets the garbage collector remove a configuration that would otherwise keep
+    /// intercepting every OSC write of the seed.
+    pub owner_namespace: Option<String>,
     pub target: ClientTarget,
     pub failure_policy: FailurePolicy,
     pub timeout_seconds: i32,
@@ -93,7 +98,8 @@ pub fn shoot_namespace_selector() -> LabelSelector {
 
 impl Registration {
     /// The MutatingWebhookConfiguration with `ca_bundle_pem` as the trusted CAs.
-    pub fn build(&self, ca_bundle_pem: &str) -> MutatingWebhookConfiguration {
+    /// `owner`: the extension namespace's (name, uid), when known.
+    pub fn build(&self, ca_bundle_pem: &str, owner: Option<(&str, &str)>) -> MutatingWebhookConfiguration {
         let client_config = match &self.target {
             ClientTarget::Service {
                 namespace,
@@ -126,6 +132,16 @@ impl Registration {
                     )]
                     .into(),
                 ),
+                owner_references: owner.map(|(name, uid)| {
+                    vec![OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Namespace".into(),
+                        name: name.into(),
+                        uid: uid.into(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(false),
+                    }]
+                }),
                 ..Default::default()
             },
             webhooks: Some(vec![MutatingWebhook {
@@ -156,8 +172,18 @@ impl Registration {
 
     /// Creates or updates the configuration (server-side apply, forced: we own it).
     pub async fn apply(&self, client: kube::Client, ca_bundle_pem: &str) -> Result<(), kube::Error> {
+        let owner = match &self.owner_namespace {
+            Some(ns) => match Api::<Namespace>::all(client.clone()).get_opt(ns).await? {
+                Some(n) => n.metadata.uid.map(|uid| (ns.clone(), uid)),
+                None => {
+                    tracing::warn!(namespace = %ns, "the extension namespace does not exist: registering the webhook without an owner");
+                    None
+                }
+            },
+            None => None,
+        };
         let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-        let mut object = self.build(ca_bundle_pem);
+        let mut object = self.build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
         object.metadata.managed_fields = None;
         let value = serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -183,6 +209,7 @@ mod tests {
     fn service_mode_configuration() {
         let r = Registration {
             configuration_name: DEFAULT_CONFIGURATION_NAME.into(),
+            owner_namespace: Some("extension-kata".into()),
             target: ClientTarget::Service {
                 namespace: "extension-kata".into(),
                 name: "gardener-extension-runtime-kata".into(),
@@ -194,7 +221,17 @@ mod tests {
             object_selector: false,
             namespace_selector: shoot_namespace_selector(),
         };
-        let c = r.build("CA");
+        let c = r.build("CA", Some(("extension-kata", "uid-1")));
+        let owner = &c.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (
+                owner.api_version.as_str(),
+                owner.kind.as_str(),
+                owner.name.as_str(),
+                owner.uid.as_str()
+            ),
+            ("v1", "Namespace", "extension-kata", "uid-1")
+        );
         let w = &c.webhooks.as_ref().unwrap()[0];
         assert_eq!(w.name, WEBHOOK_NAME);
         assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
@@ -223,13 +260,15 @@ mod tests {
     fn url_mode_and_object_selector() {
         let r = Registration {
             configuration_name: "x".into(),
+            owner_namespace: None,
             target: ClientTarget::Url("https://127.0.0.1:9443/webhooks/operatingsystemconfig".into()),
             failure_policy: FailurePolicy::Fail,
             timeout_seconds: 10,
             object_selector: true,
             namespace_selector: shoot_namespace_selector(),
         };
-        let c = r.build("CA");
+        let c = r.build("CA", None);
+        assert!(c.metadata.owner_references.is_none());
         let w = &c.webhooks.as_ref().unwrap()[0];
         assert!(w.client_config.service.is_none());
         assert_eq!(w.failure_policy.as_deref(), Some("Fail"));

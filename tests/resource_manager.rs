@@ -1,0 +1,468 @@
+//! End to end through the real gardener-resource-manager: the extension writes ManagedResources
+//! into the seed, the shoot's resource manager (built from the pinned Gardener module) applies
+//! them into a second kube-apiserver that plays the shoot, and the assertions are on the shoot's
+//! objects and on the resource manager's conditions.
+//!
+//! Stand-ins, because a bare apiserver runs no controllers: no kubelet and no DaemonSet
+//! controller (DaemonSets get no pods and no status, so only `ResourcesApplied` is asserted, not
+//! health), and `ForegroundDeletionStandIn` for kube-controller-manager's garbage collector (the
+//! resource manager deletes DaemonSets with foreground propagation).
+
+mod common;
+
+use common::*;
+use gardener_extension_runtime_kata::api::cluster::Cluster;
+use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
+use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
+use gardener_extension_runtime_kata::api::{OperationState, OperationType};
+use gardener_extension_runtime_kata::kata::requirements::Requirements;
+use gardener_extension_runtime_kata::managedresources::{AppliedState, applied_state, secret_reference_key};
+use gardener_extension_runtime_kata::testenv::{
+    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv,
+};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const SHARED: &str = "extension-runtime-kata";
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=gardener-extension-runtime-kata";
+const CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-kata:kata-deploy";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn installation(pool: &str) -> String {
+    format!("extension-runtime-kata-installation-{pool}")
+}
+
+/// A seed namespace with its Cluster and controller, a shoot apiserver, and the shoot's
+/// resource manager between them.
+struct Landscape {
+    seed: Client,
+    shoot: Client,
+    ns: String,
+    _controller: TestController,
+    _shoot_env: TestEnv,
+    rm: ResourceManager,
+    _gc: ForegroundDeletionStandIn,
+}
+
+async fn landscape(prefix: &str, pools: &[PoolSpec<'_>]) -> Landscape {
+    let seed_env = TestEnv::shared();
+    let seed = seed_env.client().await;
+    let ns = seed_env.namespace(prefix).await;
+    create_cluster(&seed, &ns, shoot("local", pools, false)).await;
+    let shoot_env = TestEnv::start_shoot().await.expect("shoot apiserver");
+    let rm = ResourceManager::start(seed_env, &shoot_env, ResourceManagerOptions::for_shoot(&ns))
+        .await
+        .expect("the shoot's gardener-resource-manager");
+    let shoot_client = shoot_env.client().await;
+    let gc = ForegroundDeletionStandIn::start(shoot_client.clone());
+    let controller = start_controller(seed.clone(), &ns, Requirements::default()).await;
+    Landscape {
+        seed,
+        shoot: shoot_client,
+        ns,
+        _controller: controller,
+        _shoot_env: shoot_env,
+        rm,
+        _gc: gc,
+    }
+}
+
+impl Landscape {
+    fn crs(&self) -> Api<ContainerRuntime> {
+        Api::namespaced(self.seed.clone(), &self.ns)
+    }
+
+    fn mrs(&self) -> Api<ManagedResource> {
+        Api::namespaced(self.seed.clone(), &self.ns)
+    }
+
+    /// Waits until gardenlet's readiness rule holds for `kata-<pool>` and returns it.
+    async fn ready(&self, pool: &str) -> ContainerRuntime {
+        let name = format!("kata-{pool}");
+        let api = self.crs();
+        eventually(WAIT, &format!("{name} ready"), || async {
+            let cr = api.get(&name).await.map_err(|e| e.to_string())?;
+            match not_ready_reason(&cr) {
+                None => Ok(cr),
+                Some(r) => Err(format!("{r}; resource manager log:\n{}", self.rm.log_tail())),
+            }
+        })
+        .await
+    }
+
+    /// Waits until the resource manager reports the current generation of `mr` applied.
+    async fn applied(&self, mr: &str) -> ManagedResource {
+        let api = self.mrs();
+        eventually(WAIT, &format!("{mr} applied"), || async {
+            let m = api.get(mr).await.map_err(|e| e.to_string())?;
+            match applied_state(&m) {
+                AppliedState::Applied => Ok(m),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+    }
+
+    async fn runtime_classes(&self) -> BTreeSet<String> {
+        Api::<RuntimeClass>::all(self.shoot.clone())
+            .list(&ListParams::default().labels(MANAGED_BY))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect()
+    }
+
+    async fn daemon_sets(&self) -> BTreeSet<String> {
+        Api::<DaemonSet>::namespaced(self.shoot.clone(), "kube-system")
+            .list(&ListParams::default().labels(MANAGED_BY))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|r| r.name_any())
+            .collect()
+    }
+
+    /// Waits until the shoot holds exactly these RuntimeClasses and DaemonSets of ours.
+    async fn shoot_has(&self, classes: &[&str], daemon_sets: &[&str]) {
+        let want_rc: BTreeSet<String> = classes.iter().map(|s| s.to_string()).collect();
+        let want_ds: BTreeSet<String> = daemon_sets.iter().map(|s| s.to_string()).collect();
+        eventually(WAIT, &format!("shoot objects {want_rc:?} {want_ds:?}"), || async {
+            let (rc, ds) = (self.runtime_classes().await, self.daemon_sets().await);
+            if rc == want_rc && ds == want_ds {
+                Ok(())
+            } else {
+                Err(format!("RuntimeClasses {rc:?}, DaemonSets {ds:?}"))
+            }
+        })
+        .await
+    }
+
+    async fn shoot_rbac_exists(&self) -> [bool; 3] {
+        [
+            Api::<ServiceAccount>::namespaced(self.shoot.clone(), "kube-system")
+                .get_opt("kata-deploy")
+                .await
+                .unwrap()
+                .is_some(),
+            Api::<ClusterRole>::all(self.shoot.clone())
+                .get_opt(CLUSTER_ROLE)
+                .await
+                .unwrap()
+                .is_some(),
+            Api::<ClusterRoleBinding>::all(self.shoot.clone())
+                .get_opt(CLUSTER_ROLE)
+                .await
+                .unwrap()
+                .is_some(),
+        ]
+    }
+
+    async fn set_cluster_pools(&self, pools: &[PoolSpec<'_>]) {
+        let patch = json!({"spec": {"shoot": shoot("local", pools, false)}});
+        Api::<Cluster>::all(self.seed.clone())
+            .patch(&self.ns, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn delete_and_wait_gone(&self, pool: &str) {
+        let name = format!("kata-{pool}");
+        self.crs().delete(&name, &DeleteParams::default()).await.unwrap();
+        let api = self.crs();
+        eventually(WAIT, &format!("{name} gone"), || async {
+            match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(cr) => Err(format!("{:?}", cr.status.and_then(|s| s.last_operation))),
+            }
+        })
+        .await;
+    }
+}
+
+async fn shoot_runtime_class(shoot: &Client, name: &str) -> RuntimeClass {
+    Api::<RuntimeClass>::all(shoot.clone()).get(name).await.unwrap()
+}
+
+#[tokio::test]
+async fn two_pools_reach_the_shoot_follow_every_change_and_leave_nothing_behind() {
+    let a = kata_config(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "qemu"}));
+    let b = kata_config(json!({"hypervisors": ["fc"]}));
+    let l = landscape("grm-flow", &[pool("a", Some(a.clone())), pool("b", Some(b.clone()))]).await;
+    create_cr(&l.seed, &l.ns, "a", Some(a)).await;
+    create_cr(&l.seed, &l.ns, "b", Some(b.clone())).await;
+    l.ready("a").await;
+    l.ready("b").await;
+
+    // what landed in the shoot, as the resource manager applied it
+    l.shoot_has(
+        &["kata", "kata-clh", "kata-fc", "kata-qemu"],
+        &["kata-deploy-a", "kata-deploy-b"],
+    )
+    .await;
+    assert_eq!(l.shoot_rbac_exists().await, [true; 3]);
+    assert_eq!(shoot_runtime_class(&l.shoot, "kata").await.handler, "kata-qemu");
+    let fc = shoot_runtime_class(&l.shoot, "kata-fc").await;
+    let selector = fc.scheduling.unwrap().node_selector.unwrap();
+    assert_eq!(selector["kata.runtime.extensions.gardener.cloud/fc"], "true");
+    let ds = Api::<DaemonSet>::namespaced(l.shoot.clone(), "kube-system")
+        .get("kata-deploy-b")
+        .await
+        .unwrap();
+    let pod = ds.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["worker.gardener.cloud/pool"], "b");
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("quay.io/kata-containers/kata-deploy:4.1.0")
+    );
+    for mr in [SHARED.to_string(), installation("a"), installation("b")] {
+        let m = l.applied(&mr).await;
+        // the seed's garbage collector keeps only referenced secrets
+        let secret = &m.spec.secret_refs[0].name;
+        assert_eq!(m.annotations().get(&secret_reference_key(secret)), Some(secret), "{mr}");
+    }
+
+    // a new default: RuntimeClass `handler` is immutable, the resource manager re-creates `kata`
+    let a2 = kata_config(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "clh"}));
+    annotate(&l.seed, &l.ns, "kata-a", "reconcile", Some(a2)).await;
+    l.ready("a").await;
+    l.applied(SHARED).await;
+    assert_eq!(shoot_runtime_class(&l.shoot, "kata").await.handler, "kata-clh");
+
+    // a hypervisor removed: its class goes, nothing else
+    let a3 = kata_config(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}));
+    annotate(&l.seed, &l.ns, "kata-a", "reconcile", Some(a3.clone())).await;
+    l.ready("a").await;
+    l.shoot_has(&["kata", "kata-fc", "kata-qemu"], &["kata-deploy-a", "kata-deploy-b"])
+        .await;
+    assert_eq!(shoot_runtime_class(&l.shoot, "kata").await.handler, "kata-qemu");
+
+    // a taint on pool b reaches the tolerations of b's class
+    let mut tainted = pool("b", Some(b.clone()));
+    tainted.taints = json!([{"key": "sandbox", "value": "fc", "effect": "NoSchedule"}]);
+    l.set_cluster_pools(&[pool("a", Some(a3.clone())), tainted]).await;
+    annotate(&l.seed, &l.ns, "kata-b", "reconcile", None).await;
+    l.ready("b").await;
+    let shoot = l.shoot.clone();
+    eventually(WAIT, "kata-fc tolerates the taint", || async {
+        let rc = shoot_runtime_class(&shoot, "kata-fc").await;
+        let tolerations = rc.scheduling.and_then(|s| s.tolerations).unwrap_or_default();
+        if tolerations.iter().any(|t| t.key.as_deref() == Some("sandbox")) {
+            Ok(())
+        } else {
+            Err(format!("{tolerations:?}"))
+        }
+    })
+    .await;
+
+    // one pool deleted: only its objects go
+    l.delete_and_wait_gone("b").await;
+    l.shoot_has(&["kata", "kata-qemu"], &["kata-deploy-a"]).await;
+    assert_eq!(l.shoot_rbac_exists().await, [true; 3]);
+
+    // the last pool deleted: nothing of ours is left in the shoot
+    l.delete_and_wait_gone("a").await;
+    l.shoot_has(&[], &[]).await;
+    let shoot = l.shoot.clone();
+    eventually(WAIT, "shoot RBAC gone", || async {
+        let left = [
+            Api::<ServiceAccount>::namespaced(shoot.clone(), "kube-system")
+                .get_opt("kata-deploy")
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            Api::<ClusterRole>::all(shoot.clone())
+                .get_opt(CLUSTER_ROLE)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+            Api::<ClusterRoleBinding>::all(shoot.clone())
+                .get_opt(CLUSTER_ROLE)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some(),
+        ];
+        if left == [false; 3] {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    let mrs = l.mrs().list(&ListParams::default()).await.unwrap();
+    assert!(
+        mrs.items.is_empty(),
+        "{:?}",
+        mrs.items.iter().map(|m| m.name_any()).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn migrate_keeps_the_shoot_objects_and_restore_adopts_them() {
+    let l = landscape("grm-migrate", &[pool("a", None)]).await;
+    create_cr(&l.seed, &l.ns, "a", None).await;
+    l.ready("a").await;
+    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
+        .await;
+    let uid_before = Api::<DaemonSet>::namespaced(l.shoot.clone(), "kube-system")
+        .get("kata-deploy-a")
+        .await
+        .unwrap()
+        .uid();
+
+    annotate(&l.seed, &l.ns, "kata-a", "migrate", None).await;
+    let api = l.crs();
+    eventually(WAIT, "migrated", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        match cr.status.and_then(|s| s.last_operation) {
+            Some(op) if op.type_ == OperationType::Migrate && op.state == OperationState::Succeeded => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // the resource manager lets the ManagedResources go (keepObjects) and leaves the shoot alone
+    let mrs = l.mrs();
+    eventually(WAIT, "ManagedResources gone from the seed", || async {
+        let left = mrs.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        if left.items.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?}",
+                left.items.iter().map(|m| m.name_any()).collect::<Vec<_>>()
+            ))
+        }
+    })
+    .await;
+    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
+        .await;
+    assert_eq!(l.shoot_rbac_exists().await, [true; 3]);
+
+    annotate(&l.seed, &l.ns, "kata-a", "restore", None).await;
+    let cr = l.ready("a").await;
+    assert_eq!(cr.status.unwrap().last_operation.unwrap().type_, OperationType::Restore);
+    for mr in [SHARED.to_string(), installation("a")] {
+        l.applied(&mr).await;
+    }
+    // adopted, not re-created
+    let ds = Api::<DaemonSet>::namespaced(l.shoot.clone(), "kube-system")
+        .get("kata-deploy-a")
+        .await
+        .unwrap();
+    assert_eq!(ds.uid(), uid_before);
+    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
+        .await;
+}
+
+/// A secret deleted behind the extension's back (a garbage collector, a person) is re-created by
+/// the next reconcile, and the resource manager applies from it again: a RuntimeClass removed
+/// from the shoot meanwhile comes back, which it can only do by reading the secret.
+#[tokio::test]
+async fn a_deleted_managed_resource_secret_is_recreated_by_the_next_reconcile() {
+    let l = landscape("grm-secret", &[pool("a", None)]).await;
+    create_cr(&l.seed, &l.ns, "a", None).await;
+    l.ready("a").await;
+    let mr = l.applied(SHARED).await;
+    let secret = mr.spec.secret_refs[0].name.clone();
+    let secrets: Api<Secret> = Api::namespaced(l.seed.clone(), &l.ns);
+    secrets.delete(&secret, &DeleteParams::default()).await.unwrap();
+    // drift in the shoot, which only a resource manager that can read the secret repairs
+    Api::<RuntimeClass>::all(l.shoot.clone())
+        .delete("kata-qemu", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    annotate(&l.seed, &l.ns, "kata-a", "reconcile", None).await;
+    let cr = l.ready("a").await;
+    assert_eq!(
+        cr.status.unwrap().last_operation.unwrap().state,
+        OperationState::Succeeded
+    );
+    assert!(secrets.get_opt(&secret).await.unwrap().is_some(), "secret re-created");
+    let m = l.applied(SHARED).await;
+    assert_eq!(m.spec.secret_refs[0].name, secret);
+    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
+        .await;
+}
+
+/// When the resource manager cannot apply what the extension wrote, the ContainerRuntime says so
+/// instead of Succeeded, with the resource manager's message.
+#[tokio::test]
+async fn a_manifest_the_shoot_rejects_is_an_error_not_a_success() {
+    let l = landscape("grm-reject", &[pool("a", None)]).await;
+    create_cr(&l.seed, &l.ns, "a", None).await;
+    l.ready("a").await;
+    l.applied(&installation("a")).await;
+    // the shoot refuses DaemonSets in kube-system from now on (a stand-in for any apply error:
+    // a webhook, a quota, a policy)
+    let deny: Value = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "deny-daemonsets"},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["daemonsets"]}]},
+                 "validations": [{"expression": "false", "message": "daemonsets are frozen"}]}
+    });
+    let binding: Value = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "deny-daemonsets"},
+        "spec": {"policyName": "deny-daemonsets", "validationActions": ["Deny"]}
+    });
+    for (kind, plural, obj) in [
+        ("ValidatingAdmissionPolicy", "validatingadmissionpolicies", deny),
+        (
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            binding,
+        ),
+    ] {
+        let ar = kube::api::ApiResource {
+            group: "admissionregistration.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "admissionregistration.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        Api::<kube::api::DynamicObject>::all_with(l.shoot.clone(), &ar)
+            .create(&Default::default(), &serde_json::from_value(obj).unwrap())
+            .await
+            .unwrap();
+    }
+    // policies take effect asynchronously: wait until an update is refused
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
+    eventually(WAIT, "the policy in force", || async {
+        let patch = json!({"metadata": {"labels": {"probe": "1"}}});
+        let params = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        match daemon_sets.patch("kata-deploy-a", &params, &Patch::Merge(&patch)).await {
+            Err(e) if e.to_string().contains("daemonsets are frozen") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let changed = kata_config(json!({"hypervisors": ["qemu"], "debug": true}));
+    annotate(&l.seed, &l.ns, "kata-a", "reconcile", Some(changed)).await;
+    let api = l.crs();
+    let cr = eventually(WAIT, "an error naming the resource manager's message", || async {
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        let err = cr.status.as_ref().and_then(|s| s.last_error.clone());
+        match err {
+            Some(e) if e.description.contains("daemonsets are frozen") => Ok(cr),
+            _ => Err(format!("{:?}", cr.status.map(|s| s.last_operation))),
+        }
+    })
+    .await;
+    let last = cr.status.unwrap().last_operation.unwrap();
+    assert_eq!(last.state, OperationState::Error);
+    assert!(last.description.contains(&installation("a")), "{}", last.description);
+}
