@@ -188,7 +188,7 @@ async fn rendered_chart_passes_a_server_side_dry_run() {
     }
 }
 
-/// Applies the chart's ServiceAccount, Roles and bindings for real.
+/// Applies the chart's ServiceAccount, Roles, bindings and admission policy for real.
 async fn apply_rbac(client: &Client, objs: &[DynamicObject]) {
     for obj in objs {
         let kind = obj.types.clone().unwrap().kind;
@@ -198,6 +198,8 @@ async fn apply_rbac(client: &Client, objs: &[DynamicObject]) {
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
         .contains(&kind.as_str())
         {
@@ -315,6 +317,43 @@ async fn the_extension_works_under_the_charts_rbac() {
         .expect("shutdown in time")
         .unwrap()
         .expect("no error under the chart's RBAC (lease release included)");
+
+    // what RBAC alone would allow, the chart's admission policy refuses: Secrets and
+    // ManagedResources of other names, or outside shoot namespaces
+    let sa = env
+        .service_account_client(&ext_ns, "gardener-extension-runtime-kata")
+        .await
+        .unwrap();
+    let plain_ns = "default";
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let secret = |ns: &str, name: &str| -> (String, k8s_openapi::api::core::v1::Secret) {
+        (
+            ns.to_string(),
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+    };
+    let own = secret(&shoot_ns, "managedresource-extension-runtime-kata-0123abcd");
+    eventually(Duration::from_secs(30), "the policy in force", || async {
+        let (ns, s) = secret(&shoot_ns, "someone-elses");
+        match Api::namespaced(sa.clone(), &ns).create(&dry_run, &s).await {
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for (ns, s) in [secret(plain_ns, "managedresource-extension-runtime-kata-0123abcd")] {
+        let refused = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(sa.clone(), &ns)
+            .create(&dry_run, &s)
+            .await;
+        assert!(refused.is_err(), "outside shoot namespaces: {refused:?}");
+    }
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(sa.clone(), &own.0)
+        .create(&dry_run, &own.1)
+        .await
+        .expect("its own kind of secret in a shoot namespace");
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ struct Landscape {
     shoot: Client,
     ns: String,
     _controller: TestController,
-    _shoot_env: TestEnv,
+    shoot_env: TestEnv,
     rm: ResourceManager,
     _gc: ForegroundDeletionStandIn,
 }
@@ -68,7 +68,7 @@ async fn landscape(prefix: &str, pools: &[PoolSpec<'_>]) -> Landscape {
         shoot: shoot_client,
         ns,
         _controller: controller,
-        _shoot_env: shoot_env,
+        shoot_env,
         rm,
         _gc: gc,
     }
@@ -465,4 +465,104 @@ async fn a_manifest_the_shoot_rejects_is_an_error_not_a_success() {
     let last = cr.status.unwrap().last_operation.unwrap();
     assert_eq!(last.state, OperationState::Error);
     assert!(last.description.contains(&installation("a")), "{}", last.description);
+}
+
+/// The installer's ServiceAccount (kata-deploy and the node labeler share its pod) can change
+/// only the node its pod runs on: RBAC grants node writes, the ValidatingAdmissionPolicy the
+/// extension ships keeps them to the node named in the pod-bound token. Stand-in for the kubelet:
+/// the test binds the Pod to a node itself and requests the pod-bound token the kubelet would.
+#[tokio::test]
+async fn the_installer_can_change_only_its_own_node() {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::PostParams;
+    let l = landscape("grm-ownnode", &[pool("a", None)]).await;
+    create_cr(&l.seed, &l.ns, "a", None).await;
+    l.ready("a").await;
+    l.applied(SHARED).await;
+    let nodes: Api<Node> = Api::all(l.shoot.clone());
+    for n in ["node-own", "node-other"] {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": n}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "kata-deploy-a-x", "namespace": "kube-system"},
+        "spec": {"nodeName": "node-own", "serviceAccountName": "kata-deploy",
+                 "containers": [{"name": "c", "image": "x"}]}
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(l.shoot.clone(), "kube-system")
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(l.shoot.clone(), "kube-system")
+        .create_token_request("kata-deploy", &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let installer = l
+        .shoot_env
+        .client_with_token("system:serviceaccount:kube-system:kata-deploy", &token)
+        .await
+        .unwrap();
+    let as_installer: Api<Node> = Api::all(installer);
+    let label = |v: &str| json!({"metadata": {"labels": {"kata.runtime.extensions.gardener.cloud/qemu": v}}});
+    // the policy takes effect asynchronously after the resource manager applied it: probe with
+    // dry runs, then write for real
+    let dry_run = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(WAIT, "a foreign node refused", || async {
+        match as_installer
+            .patch("node-other", &dry_run, &Patch::Merge(&label("true")))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Ok(s.message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    as_installer
+        .patch("node-own", &PatchParams::default(), &Patch::Merge(&label("true")))
+        .await
+        .expect("its own node");
+    let refused = as_installer
+        .patch("node-other", &PatchParams::default(), &Patch::Merge(&label("true")))
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403 || s.code == 422),
+        "{refused:?}"
+    );
+    assert!(
+        !nodes
+            .get("node-other")
+            .await
+            .unwrap()
+            .labels()
+            .contains_key("kata.runtime.extensions.gardener.cloud/qemu")
+    );
+    // the kubelet's whole API through the apiserver proxy is not granted
+    let proxy = http::Request::get("/api/v1/nodes/node-own/proxy/configz")
+        .body(Vec::new())
+        .unwrap();
+    match Client::request_text(&as_installer.into_client(), proxy).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("nodes/proxy must be forbidden: {other:?}"),
+    }
 }

@@ -1,5 +1,6 @@
-//! The per-pool kata-deploy DaemonSet, following kata-deploy 4.1.0's unprivileged pod: precise
-//! hostPaths instead of the host root, systemd over its private socket, read-only root filesystem.
+//! The per-pool kata-deploy DaemonSet, following kata-deploy 4.1.0's pod without `privileged`:
+//! precise hostPaths instead of the host root, systemd over its private socket, read-only root
+//! filesystem. It still runs as root and can restart any host unit: effectively root on the node.
 //! A node-labeler sidecar marks the node with one label per installed shim, which is what the
 //! RuntimeClasses select on.
 
@@ -244,8 +245,13 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
             requests: Some(quantities("25m", "64Mi")),
             ..Default::default()
         }),
+        // root (it writes host configuration and talks to the host's systemd), but never more
+        // than root: no setuid escalation, not privileged; the capabilities stay the runtime's
+        // default set, because we cannot prove on a real node which of them kata-deploy's file
+        // and systemd work needs
         security_context: Some(SecurityContext {
             privileged: Some(false),
+            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_user: Some(0),
             ..Default::default()

@@ -42,6 +42,8 @@ pub fn shared(pools: &[PoolInput]) -> Result<Manifests, DefaultConflict> {
     add(&mut out, &rbac::service_account());
     add(&mut out, &rbac::cluster_role());
     add(&mut out, &rbac::cluster_role_binding());
+    add(&mut out, &rbac::own_node_policy());
+    add(&mut out, &rbac::own_node_policy_binding());
     Ok(out)
 }
 

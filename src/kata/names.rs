@@ -9,6 +9,8 @@ pub const SHARED_MR: &str = "extension-runtime-kata";
 pub const SHOOT_NAMESPACE: &str = "kube-system";
 pub const SERVICE_ACCOUNT: &str = "kata-deploy";
 pub const CLUSTER_ROLE: &str = "extensions.gardener.cloud:runtime-kata:kata-deploy";
+/// ValidatingAdmissionPolicy (and binding) that keeps the installer to its own node.
+pub const OWN_NODE_POLICY: &str = "extensions.gardener.cloud-runtime-kata-own-node";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "gardener-extension-runtime-kata";
 /// Tells gardener-resource-manager to delete and re-create an object whose update the apiserver

@@ -227,6 +227,11 @@ impl TestEnv {
             .expect("admin client")
     }
 
+    /// A client that authenticates with `token` (e.g. a pod-bound ServiceAccount token).
+    pub async fn client_with_token(&self, user: &str, token: &str) -> Result<kube::Client, TestEnvError> {
+        client_for(&kubeconfig_yaml(&self.url, &self.ca_pem, user, token)).await
+    }
+
     /// A client that authenticates as ServiceAccount `namespace/name` with a real token from the
     /// TokenRequest API, so RBAC applies exactly as for a pod. The ServiceAccount is created if
     /// missing.
