@@ -11,6 +11,8 @@
 
 use super::mutate::{self, MutationSettings, Skip};
 use crate::api::cluster::Cluster;
+use crate::api::osc::OperatingSystemConfig;
+use crate::extension::truncate_for_status;
 use crate::runtime::metrics::{Metrics, WebhookCodeLabels, WebhookLabels};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,9 +20,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use futures::future::BoxFuture;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +74,11 @@ pub async fn admit(State(state): State<Arc<HandlerState>>, body: Bytes) -> Respo
     if let Some(g) = &in_flight {
         g.inc();
     }
-    let (status, response) = review(&state, &body).await;
+    let large = body.len() >= LARGE_BODY;
+    let (status, response) = review(&state, body).await;
+    if large {
+        release_memory().await;
+    }
     if let Some(g) = &in_flight {
         g.dec();
     }
@@ -90,128 +96,335 @@ pub async fn admit(State(state): State<Arc<HandlerState>>, body: Bytes) -> Respo
     response
 }
 
-/// Encodes a review; the patch goes out as a base64 string (Go's `[]byte` encoding), which is what
-/// Kubernetes documents, rather than kube-core's array of numbers.
-fn encode_review(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
-    let mut value = serde_json::to_value(review)?;
-    if let Some(patch) = value.pointer_mut("/response/patch")
-        && let Some(bytes) = patch.as_array()
+/// Bodies from this size on are decoded off the async workers, and their memory is handed back
+/// to the operating system afterwards.
+const LARGE_BODY: usize = 256 << 10;
+
+/// Decoding and mutating large objects is CPU work: at most this many at once, on blocking
+/// threads, so that probes and small requests keep being answered meanwhile.
+static HEAVY_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// glibc keeps freed memory in its arenas; a burst of large reviews would otherwise stay resident.
+async fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let raw: Vec<u8> = bytes.iter().filter_map(|b| b.as_u64()).map(|b| b as u8).collect();
-        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(raw));
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free heap pages to the kernel
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
     }
-    serde_json::to_vec(&value)
 }
 
-fn json_response(status: StatusCode, review: &AdmissionReview<DynamicObject>) -> Response {
-    match encode_review(review) {
+fn json_body(status: StatusCode, value: &Value) -> Response {
+    match serde_json::to_vec(value) {
         Ok(body) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the review: {e}")).into_response(),
     }
 }
 
-fn plain(status: StatusCode, message: String) -> (StatusCode, Response) {
-    (status, (status, message).into_response())
+/// An AdmissionReview v1 response. The patch goes out as a base64 string (Go's `[]byte`).
+fn review_response(uid: &str, allowed: Allowed) -> Value {
+    let mut response = json!({"uid": uid, "allowed": true});
+    match allowed {
+        Allowed::Unchanged => {}
+        Allowed::Patched { patch, warnings } => {
+            if let Some(patch) = patch {
+                response["patchType"] = json!("JSONPatch");
+                response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(patch));
+            }
+            if !warnings.is_empty() {
+                response["warnings"] = json!(warnings);
+            }
+        }
+        Allowed::Invalid(message) => {
+            response["allowed"] = json!(false);
+            response["status"] =
+                json!({"status": "Failure", "message": message, "reason": "InvalidRequest", "code": 400});
+        }
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+enum Allowed {
+    Unchanged,
+    Patched {
+        patch: Option<Vec<u8>>,
+        warnings: Vec<String>,
+    },
+    Invalid(String),
+}
+
+/// The parts of an AdmissionReview the webhook reads. The object stays raw text (parsed once,
+/// below, and only as far as needed); `oldObject` and everything else is skipped unparsed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    kind: Option<GroupVersionKindIn>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKindIn {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Just enough of an OSC to decide whether it is a candidate and how to patch its arrays.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OscView {
+    #[serde(default)]
+    metadata: ViewMeta,
+    #[serde(default)]
+    spec: ViewSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ViewMeta {
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ViewSpec {
+    #[serde(default)]
+    purpose: String,
+    #[serde(default)]
+    files: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    units: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cri_config: Option<ViewCri>,
+}
+
+#[derive(Deserialize, Default)]
+struct ViewCri {
+    #[serde(default)]
+    containerd: Option<ViewContainerd>,
+}
+
+#[derive(Deserialize, Default)]
+struct ViewContainerd {
+    #[serde(default)]
+    plugins: Option<serde::de::IgnoredAny>,
+}
+
+/// What the first look at a request decided.
+enum FirstLook {
+    /// Answer now.
+    Answer(StatusCode, Value),
+    /// A reconcile OSC of a labelled pool: the Cluster decides.
+    Candidate {
+        uid: String,
+        namespace: String,
+        osc: Box<OperatingSystemConfig>,
+        presence: mutate::Presence,
+    },
+}
+
+/// Parses the body once: the review's envelope, a light view of the object, and the typed
+/// object only for candidates. Pure CPU work, run on a blocking thread for large bodies.
+fn first_look(body: &[u8]) -> FirstLook {
+    let review: ReviewIn = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return FirstLook::Answer(
+                StatusCode::OK,
+                review_response(
+                    "",
+                    Allowed::Invalid(format!(
+                        "not an AdmissionReview: {}",
+                        truncate_for_status(&e.to_string())
+                    )),
+                ),
+            );
+        }
+        Err(e) => {
+            return FirstLook::Answer(
+                StatusCode::BAD_REQUEST,
+                json!(format!(
+                    "request body is not JSON: {}",
+                    truncate_for_status(&e.to_string())
+                )),
+            );
+        }
+    };
+    let invalid = |uid: &str, message: String| {
+        tracing::warn!(%message, "malformed AdmissionReview");
+        FirstLook::Answer(StatusCode::OK, review_response(uid, Allowed::Invalid(message)))
+    };
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
+        return invalid(
+            "",
+            format!(
+                "expected admission.k8s.io/v1 AdmissionReview, got {}/{}",
+                truncate_for_status(&review.api_version),
+                truncate_for_status(&review.kind)
+            ),
+        );
+    }
+    let Some(request) = review.request else {
+        return invalid("", "AdmissionReview has no request".into());
+    };
+    let Some(uid) = request.uid else {
+        return invalid("", "AdmissionReview request has no uid".into());
+    };
+    let allow = |uid: &str| FirstLook::Answer(StatusCode::OK, review_response(uid, Allowed::Unchanged));
+    let Some(raw) = request.object.filter(|o| o.get() != "null") else {
+        return allow(&uid);
+    };
+    if !raw.get().starts_with('{') {
+        return invalid(&uid, "request.object is not an object".into());
+    }
+    match &request.kind {
+        Some(k) if k.kind == "OperatingSystemConfig" && k.group == "extensions.gardener.cloud" => {}
+        _ => return allow(&uid),
+    }
+    // most OSCs are decided here, without decoding the whole object or reading anything
+    let view: OscView = match serde_json::from_str(raw.get()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(%uid, error = %e, "allowed unchanged: not an OperatingSystemConfig");
+            return allow(&uid);
+        }
+    };
+    let pool = view
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::api::POOL_LABEL));
+    if view.spec.purpose != crate::api::osc::PURPOSE_RECONCILE
+        || pool.is_none()
+        || view.metadata.deletion_timestamp.is_some()
+    {
+        return allow(&uid);
+    }
+    let osc = match mutate::decode(raw.get()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::info!(%uid, error = %e, "allowed unchanged");
+            return allow(&uid);
+        }
+    };
+    let namespace = osc.metadata.namespace.clone().or(request.namespace).unwrap_or_default();
+    let presence = mutate::Presence {
+        files: view.spec.files.is_some(),
+        units: view.spec.units.is_some(),
+        plugins: view
+            .spec
+            .cri_config
+            .and_then(|c| c.containerd)
+            .is_some_and(|c| c.plugins.is_some()),
+    };
+    FirstLook::Candidate {
+        uid,
+        namespace,
+        osc: Box::new(osc),
+        presence,
+    }
 }
 
 /// Answers one request body. Public for the in-process benchmark.
-pub async fn review(state: &HandlerState, body: &[u8]) -> (StatusCode, Response) {
-    let value: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("request body is not JSON: {e}")),
-    };
-    let request = match parse_request(&value) {
-        Ok(r) => r,
-        Err(message) => {
-            tracing::warn!(%message, "malformed AdmissionReview");
-            let review = AdmissionResponse::invalid(message).into_review();
-            return (StatusCode::OK, json_response(StatusCode::OK, &review));
+pub async fn review(state: &HandlerState, body: Bytes) -> (StatusCode, Response) {
+    let look = if body.len() >= LARGE_BODY {
+        let _slot = HEAVY_WORK.acquire().await;
+        match tokio::task::spawn_blocking(move || first_look(&body)).await {
+            Ok(look) => look,
+            Err(e) => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    (StatusCode::INTERNAL_SERVER_ERROR, format!("decoding the review: {e}")).into_response(),
+                );
+            }
         }
+    } else {
+        first_look(&body)
     };
-    let raw_object = value.pointer("/request/object").filter(|o| !o.is_null());
-    match respond(state, &request, raw_object).await {
-        Ok(response) => (StatusCode::OK, json_response(StatusCode::OK, &response.into_review())),
+    let (uid, namespace, osc, presence) = match look {
+        FirstLook::Answer(status, value) if status == StatusCode::OK => return (status, json_body(status, &value)),
+        FirstLook::Answer(status, value) => {
+            let message = value.as_str().unwrap_or_default().to_string();
+            return (status, (status, message).into_response());
+        }
+        FirstLook::Candidate {
+            uid,
+            namespace,
+            osc,
+            presence,
+        } => (uid, namespace, osc, presence),
+    };
+    match respond(state, &namespace, &osc, presence).await {
+        Ok(allowed) => (
+            StatusCode::OK,
+            json_body(StatusCode::OK, &review_response(&uid, allowed)),
+        ),
         Err(message) => {
-            tracing::warn!(uid = %request.uid, %message, "admission request failed; the failure policy applies");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, message)
+            tracing::warn!(%uid, %message, "admission request failed; the failure policy applies");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                (StatusCode::INTERNAL_SERVER_ERROR, message).into_response(),
+            )
         }
     }
 }
 
-fn parse_request(value: &Value) -> Result<AdmissionRequest<DynamicObject>, String> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_value(value.clone()).map_err(|e| format!("not an AdmissionReview: {e}"))?;
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
-        return Err(format!(
-            "expected admission.k8s.io/v1 AdmissionReview, got {}/{}",
-            review.types.api_version, review.types.kind
-        ));
-    }
-    review
-        .try_into()
-        .map_err(|_| "AdmissionReview has no request".to_string())
-}
-
-/// Ok: the response to send (allowed, maybe with a patch). Err: a transient problem.
+/// Ok: the answer (allowed, maybe with a patch). Err: a transient problem.
 async fn respond(
     state: &HandlerState,
-    request: &AdmissionRequest<DynamicObject>,
-    raw_object: Option<&Value>,
-) -> Result<AdmissionResponse, String> {
-    let allow = AdmissionResponse::from(request);
-    let Some(raw) = raw_object else {
-        return Ok(allow);
-    };
-    if request.kind.kind != "OperatingSystemConfig" || request.kind.group != "extensions.gardener.cloud" {
-        tracing::debug!(kind = %request.kind.kind, "not an OperatingSystemConfig, allowed unchanged");
-        return Ok(allow);
-    }
-    let osc = match mutate::decode(raw) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::info!(uid = %request.uid, error = %e, "allowed unchanged");
-            return Ok(allow);
-        }
-    };
-    let namespace = osc
-        .metadata
-        .namespace
-        .clone()
-        .or_else(|| request.namespace.clone())
-        .unwrap_or_default();
+    namespace: &str,
+    osc: &OperatingSystemConfig,
+    presence: mutate::Presence,
+) -> Result<Allowed, String> {
     let name = osc.metadata.name.clone().unwrap_or_default();
-    // Decide what we can without the Cluster first: most OSCs need no API call.
-    if osc.spec.purpose != crate::api::osc::PURPOSE_RECONCILE
-        || mutate::pool_of(&osc).is_none()
-        || osc.metadata.deletion_timestamp.is_some()
-    {
-        return Ok(allow);
-    }
     let cluster = state
         .clusters
-        .get(&namespace)
+        .get(namespace)
         .await
         .map_err(|e| format!("reading Cluster {namespace}: {e}"))?;
-    let dm = match mutate::devmapper_for(&osc, cluster.as_ref()) {
+    let dm = match mutate::devmapper_for(osc, cluster.as_ref()) {
         Ok(dm) => dm,
         Err(skip) => {
-            log_skip(&namespace, &name, &skip);
-            return Ok(allow);
+            log_skip(namespace, &name, &skip);
+            return Ok(Allowed::Unchanged);
         }
     };
-    let mutation = mutate::mutate_raw(raw, &osc, &dm, &state.settings).map_err(|e| e.to_string())?;
-    let mut response = allow;
-    if !mutation.warnings.is_empty() {
-        response.warnings = Some(mutation.warnings);
-    }
+    let mutation = mutate::mutate(osc, presence, &dm, &state.settings).map_err(|e| e.to_string())?;
     if mutation.patch.0.is_empty() {
         tracing::debug!(%namespace, %name, "already mutated");
-        return Ok(response);
+        return Ok(Allowed::Patched {
+            patch: None,
+            warnings: mutation.warnings,
+        });
     }
     tracing::info!(%namespace, %name, ops = mutation.patch.0.len(), "adding the devmapper thin-pool setup");
-    response
-        .with_patch(mutation.patch)
-        .map_err(|e| format!("encoding the patch: {e}"))
+    let patch = serde_json::to_vec(&mutation.patch).map_err(|e| format!("encoding the patch: {e}"))?;
+    Ok(Allowed::Patched {
+        patch: Some(patch),
+        warnings: mutation.warnings,
+    })
 }
 
 fn log_skip(namespace: &str, name: &str, skip: &Skip) {

@@ -392,8 +392,15 @@ fn repair_triggers(
     let mwcs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
     let configs = watcher(mwcs, by_name(&registration.configuration_name)).default_backoff();
     let secrets = watcher(store.secret_api(), by_name(&store.options().secret_name)).default_backoff();
+    // InitDone too: whatever happened before the watch was (re-)established is checked then
     fn changed<K>(e: Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<Option<()>> {
-        futures::future::ready(matches!(e, Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))).then_some(()))
+        futures::future::ready(
+            matches!(
+                e,
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+            )
+            .then_some(()),
+        )
     }
     futures::stream::select(configs.filter_map(changed), secrets.filter_map(changed)).boxed()
 }

@@ -240,6 +240,9 @@ fn ensure<T: PartialEq>(items: &mut Vec<T>, item: T, is_ours: impl Fn(&T) -> boo
     }
 }
 
+const NO_CONTAINERD_WARNING: &str = "runtime-kata: no criConfig.containerd in this OperatingSystemConfig, so the \
+     containerd devmapper snapshotter is not configured; kata-fc pods will not start (needs Gardener >= v1.103)";
+
 /// What the mutation did besides changing the spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -254,11 +257,7 @@ pub fn mutate_spec(spec: &mut OperatingSystemConfigSpec, dm: &Devmapper, setting
     ensure(&mut spec.units, setup_unit(), |u| u.name == devmapper::UNIT_NAME);
     match spec.cri_config.as_mut().and_then(|c| c.containerd.as_mut()) {
         Some(containerd) => ensure_plugins(containerd, dm, settings),
-        None => outcome.warnings.push(
-            "runtime-kata: no criConfig.containerd in this OperatingSystemConfig, so the containerd \
-             devmapper snapshotter is not configured; kata-fc pods will not start (needs Gardener >= v1.103)"
-                .to_string(),
-        ),
+        None => outcome.warnings.push(NO_CONTAINERD_WARNING.to_string()),
     }
     outcome
 }
@@ -284,39 +283,151 @@ pub enum MutateError {
     Decode(#[source] serde_json::Error),
     #[error("cannot encode the OperatingSystemConfig: {0}")]
     Encode(#[source] serde_json::Error),
-    #[error("the computed patch does not apply to the received object: {0}")]
-    Patch(#[source] json_patch::PatchError),
 }
 
 /// Decodes a raw OSC as received in an AdmissionReview.
-pub fn decode(raw: &Value) -> Result<OperatingSystemConfig, MutateError> {
-    serde_json::from_value(raw.clone()).map_err(MutateError::Decode)
+pub fn decode(raw: &str) -> Result<OperatingSystemConfig, MutateError> {
+    serde_json::from_str(raw).map_err(MutateError::Decode)
 }
 
-/// Mutates a raw OSC for the given devmapper settings and returns the minimal patch.
-///
-/// The patch is the diff between the typed object before and after the mutation, both encoded the
-/// same way, so normalisations of the typed round trip never end up in the patch. It is then checked
-/// against the raw object as received.
+/// Which of the arrays the mutation may touch exist in the object as received: a JSON patch must
+/// `add` an absent array but append to a present one, and the typed model cannot tell an absent
+/// array from an empty one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Presence {
+    pub files: bool,
+    pub units: bool,
+    pub plugins: bool,
+}
+
+impl Presence {
+    /// From the object as a JSON value (tests, tools).
+    pub fn of_value(raw: &Value) -> Self {
+        Self {
+            files: raw.pointer("/spec/files").is_some(),
+            units: raw.pointer("/spec/units").is_some(),
+            plugins: raw.pointer("/spec/criConfig/containerd/plugins").is_some(),
+        }
+    }
+}
+
+fn op_value<T: serde::Serialize>(item: &T) -> Result<Value, MutateError> {
+    serde_json::to_value(item).map_err(MutateError::Encode)
+}
+
+/// The JSON patch operations that do to `items` (at `path`, `present` in the received object)
+/// what [`ensure`] does: replace the first of ours if it differs, remove the other ones of ours,
+/// or append. Only the new item is encoded, never the existing array.
+fn ensure_ops<T: PartialEq + serde::Serialize>(
+    path: &str,
+    items: &[T],
+    present: &mut bool,
+    item: &T,
+    is_ours: impl Fn(&T) -> bool,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) -> Result<(), MutateError> {
+    use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+    let pointer = |suffix: &str| -> json_patch::jsonptr::PointerBuf {
+        json_patch::jsonptr::PointerBuf::parse(format!("{path}{suffix}")).expect("static JSON pointers")
+    };
+    let ours: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| is_ours(x))
+        .map(|(i, _)| i)
+        .collect();
+    match ours.split_first() {
+        None if *present => ops.push(PatchOperation::Add(AddOperation {
+            path: pointer("/-"),
+            value: op_value(item)?,
+        })),
+        None => {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: pointer(""),
+                value: Value::Array(vec![op_value(item)?]),
+            }));
+            *present = true;
+        }
+        Some((&first, rest)) => {
+            // later duplicates first, from the end, so that no index moves under us
+            for &i in rest.iter().rev() {
+                ops.push(PatchOperation::Remove(RemoveOperation {
+                    path: pointer(&format!("/{i}")),
+                }));
+            }
+            if items[first] != *item {
+                ops.push(PatchOperation::Replace(ReplaceOperation {
+                    path: pointer(&format!("/{first}")),
+                    value: op_value(item)?,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The minimal patch that adds the devmapper prerequisites to an OSC (what [`mutate_spec`] does
+/// to the typed object), computed from the typed object without encoding it: only new entries
+/// are encoded, so a large OSC is never copied.
+pub fn mutate(
+    osc: &OperatingSystemConfig,
+    presence: Presence,
+    dm: &Devmapper,
+    settings: &MutationSettings,
+) -> Result<Mutation, MutateError> {
+    let mut presence = presence;
+    let mut ops = Vec::new();
+    let spec = &osc.spec;
+    ensure_ops(
+        "/spec/files",
+        &spec.files,
+        &mut presence.files,
+        &script_file(dm),
+        |f| f.path == devmapper::SCRIPT_PATH,
+        &mut ops,
+    )?;
+    ensure_ops(
+        "/spec/units",
+        &spec.units,
+        &mut presence.units,
+        &setup_unit(),
+        |u| u.name == devmapper::UNIT_NAME,
+        &mut ops,
+    )?;
+    let mut warnings = Vec::new();
+    match spec.cri_config.as_ref().and_then(|c| c.containerd.as_ref()) {
+        Some(containerd) => {
+            // each ensure sees the plugins as the previous one left them
+            let mut plugins = containerd.plugins.clone();
+            for owned in owned_plugins(dm, settings) {
+                ensure_ops(
+                    "/spec/criConfig/containerd/plugins",
+                    &plugins,
+                    &mut presence.plugins,
+                    &owned.entry,
+                    |p| owned.owns(p),
+                    &mut ops,
+                )?;
+                let entry = owned.entry.clone();
+                ensure(&mut plugins, entry, |p| owned.owns(p));
+            }
+        }
+        None => warnings.push(NO_CONTAINERD_WARNING.to_string()),
+    }
+    Ok(Mutation {
+        patch: json_patch::Patch(ops),
+        warnings,
+    })
+}
+
+/// [`mutate`] for an object at hand as a JSON value (tests, benchmarks).
 pub fn mutate_raw(
     raw: &Value,
     osc: &OperatingSystemConfig,
     dm: &Devmapper,
     settings: &MutationSettings,
 ) -> Result<Mutation, MutateError> {
-    let before = serde_json::to_value(osc).map_err(MutateError::Encode)?;
-    let mut mutated = osc.clone();
-    let outcome = mutate_spec(&mut mutated.spec, dm, settings);
-    let after = serde_json::to_value(&mutated).map_err(MutateError::Encode)?;
-    let patch = json_patch::diff(&before, &after);
-    if !patch.0.is_empty() {
-        let mut check = raw.clone();
-        json_patch::patch(&mut check, &patch).map_err(MutateError::Patch)?;
-    }
-    Ok(Mutation {
-        patch,
-        warnings: outcome.warnings,
-    })
+    mutate(osc, Presence::of_value(raw), dm, settings)
 }
 
 #[cfg(test)]
