@@ -40,8 +40,9 @@ local: testbin
 ## seed-scale reconcile throughput of the release binary against the real apiserver.
 bench: testbin
 	cargo bench --locked --bench webhook
-	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench
+	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench --example webhook_probe
 	./target/release/examples/scale_bench
+	./target/release/examples/webhook_probe
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)

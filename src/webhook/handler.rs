@@ -629,6 +629,31 @@ mod tests {
         assert_eq!(r["allowed"], true);
     }
 
+    /// The old object of an UPDATE is never decoded (it doubled the memory of every large
+    /// review); whatever it holds, the new object alone decides.
+    #[tokio::test]
+    async fn the_old_object_is_not_decoded() {
+        let (s, _) = static_state();
+        let mut update = review_of(osc("kata"));
+        update["request"]["operation"] = json!("UPDATE");
+        update["request"]["oldObject"] = json!("not an object at all");
+        let r = response_of(s, update).await;
+        assert_eq!(r["allowed"], true);
+        assert!(r["patch"].is_string(), "{r}");
+    }
+
+    /// Most OSCs (other pools, other purposes) are answered from a light view of the object; one
+    /// that only a full decode would reject is therefore allowed without one.
+    #[tokio::test]
+    async fn other_pools_are_decided_without_decoding_the_object() {
+        let (s, _) = state(Box::new(Failing));
+        let mut plain = osc("plain");
+        plain["spec"]["purpose"] = json!("provision");
+        plain["spec"]["units"] = json!({"not": "a list"});
+        let r = response_of(s, review_of(plain)).await;
+        assert_eq!((r["allowed"].clone(), r.get("patch")), (json!(true), None));
+    }
+
     #[tokio::test]
     async fn oversized_bodies_are_rejected() {
         let (s, _) = static_state();
