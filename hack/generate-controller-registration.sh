@@ -30,7 +30,7 @@ kind: ControllerRegistration
 metadata:
   name: runtime-kata
   annotations:
-    security.gardener.cloud/pod-security-enforce: baseline
+    security.gardener.cloud/pod-security-enforce: restricted
 spec:
   deployment:
     deploymentRefs:

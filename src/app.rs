@@ -4,7 +4,6 @@
 use crate::cli::{FailurePolicy, RunArgs, WebhookMode};
 use crate::extension::controller::ControllerOptions;
 use crate::extension::run_controller;
-use crate::kata::installer::InstallerImages;
 use crate::kata::names::{EXTENSION_NAME, EXTENSION_TYPE};
 use crate::kata::requirements::Requirements;
 use crate::kata::{KataActuator, imagevector};
@@ -101,11 +100,8 @@ fn webhook_options(args: &RunArgs, namespace: Option<String>) -> anyhow::Result<
 /// Runs until `shutdown` (SIGTERM/SIGINT in the binary; exit 0) or a fatal error (non-zero).
 pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     let config = kube_config(&args).await?;
-    let images = imagevector::ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
-    let installer_images = InstallerImages {
-        kata_deploy: images.image(imagevector::KATA_DEPLOY)?.to_string(),
-        node_labeler: images.image(imagevector::NODE_LABELER)?.to_string(),
-    };
+    let installer_images =
+        imagevector::Images::load(&format!("v{}", env!("CARGO_PKG_VERSION"))).context("reading the image vector")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let client = counted_client(config, &metrics)?;

@@ -1,7 +1,6 @@
 use clap::Parser;
 use gardener_extension_runtime_kata::cli::{Cli, Command};
-use gardener_extension_runtime_kata::kata::imagevector::{self, ImageVector};
-use gardener_extension_runtime_kata::kata::installer::InstallerImages;
+use gardener_extension_runtime_kata::kata::imagevector::{ImageSource, Images};
 use gardener_extension_runtime_kata::kata::requirements::Requirements;
 use gardener_extension_runtime_kata::runtime::logging;
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
@@ -17,11 +16,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             app::run(cli.run, shutdown).await
         }
         Some(Command::Render(r)) => {
-            let images = ImageVector::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?;
-            let images = InstallerImages {
-                kata_deploy: images.image(imagevector::KATA_DEPLOY)?.into(),
-                node_labeler: images.image(imagevector::NODE_LABELER)?.into(),
-            };
+            let images: ImageSource = Images::load(&format!("v{}", env!("CARGO_PKG_VERSION")))?.into();
             let requirements = Requirements {
                 supported_providers: cli.run.supported_providers,
                 supported_machine_images: cli.run.supported_machine_images,

@@ -1,7 +1,7 @@
 //! `render`: what the extension would deploy for a ContainerRuntime, without a cluster.
 
 use crate::api::{Cluster, ContainerRuntime, DecodedCluster};
-use crate::kata::installer::InstallerImages;
+use crate::kata::imagevector::ImageSource;
 use crate::kata::names::{SHARED_MR, installation_mr};
 use crate::kata::plan::plan;
 use crate::kata::requirements::Requirements;
@@ -18,7 +18,7 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 pub fn render(
     cluster: &Path,
     container_runtimes: &[std::path::PathBuf],
-    images: &InstallerImages,
+    images: &ImageSource,
     requirements: &Requirements,
 ) -> anyhow::Result<String> {
     let cluster: Cluster = read(cluster)?;

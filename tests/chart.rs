@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, PostParams};
 use kube::discovery::{Scope, pinned_kind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -118,6 +118,37 @@ fn chart_lints() {
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
 
+/// The image vector overwrite as a map (as other Gardener extensions take it) or as text: both
+/// end up as the same file, which the extension's own reader accepts.
+#[test]
+fn image_vector_overwrite_as_map_or_text() {
+    use gardener_extension_runtime_kata::kata::imagevector::Images;
+    let dir = tempfile::tempdir().unwrap();
+    let as_map = dir.path().join("map.yaml");
+    std::fs::write(
+        &as_map,
+        "imageVectorOverwrite:\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n",
+    )
+    .unwrap();
+    let as_text = dir.path().join("text.yaml");
+    std::fs::write(
+        &as_text,
+        "imageVectorOverwrite: |\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n",
+    )
+    .unwrap();
+    for values in [&as_map, &as_text] {
+        let objs = render("ext", &["--values", values.to_str().unwrap()]);
+        let cm: k8s_openapi::api::core::v1::ConfigMap = typed(&objs, "ConfigMap").remove(0);
+        let file = &cm.data.unwrap()["images_overwrite.yaml"];
+        let images = Images::from_sources("v0.1.0", Some(("chart", file))).unwrap_or_else(|e| panic!("{e}: {file}"));
+        assert_eq!(
+            images.for_pool(Some("1.33.4"), "amd64").unwrap().kata_deploy,
+            "registry.internal/kata-deploy:4.1.0",
+            "{values:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn rendered_chart_passes_a_server_side_dry_run() {
     let env = TestEnv::shared();
@@ -154,6 +185,38 @@ async fn rendered_chart_passes_a_server_side_dry_run() {
             .unwrap_or_else(|e| panic!("{} {} rejected: {e}", obj.types.clone().unwrap().kind, obj.name_any()));
     }
     let deploy: Deployment = typed(&objs, "Deployment").remove(0);
+    // the registration asks for Pod Security `restricted`: the pod passes it for real
+    let restricted = env.namespace("ext-restricted").await;
+    let label = json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &restricted,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&label),
+        )
+        .await
+        .unwrap();
+    let mut template = deploy.spec.clone().unwrap().template;
+    // the seed's PriorityClass does not exist in the test apiserver; it plays no part in Pod Security
+    template.spec.as_mut().unwrap().priority_class_name = None;
+    let pod = k8s_openapi::api::core::v1::Pod {
+        metadata: ObjectMeta {
+            name: Some("restricted-probe".into()),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &restricted)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &pod,
+        )
+        .await
+        .expect("the extension's pod passes Pod Security restricted");
     let pod = deploy.spec.unwrap().template;
     assert_eq!(
         pod.metadata.unwrap().labels.unwrap()["networking.gardener.cloud/to-runtime-apiserver"],

@@ -846,3 +846,64 @@ async fn a_pool_name_that_cannot_name_objects_never_blocks_deletion() {
     api.delete("kata-bad-name", &DeleteParams::default()).await.unwrap();
     gone(&client, &ns, "kata-bad-name").await;
 }
+
+/// The image vector is resolved per pool: an arm64 pool needs an arm64 image of every container
+/// of the installer. This release's node labeler is built for amd64 only, so an arm64 pool is a
+/// configuration problem (never a DaemonSet that cannot start), until the operator adds an arm64
+/// image through the image vector overwrite.
+#[tokio::test]
+async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
+    use gardener_extension_runtime_kata::kata::imagevector::Images;
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("arch").await;
+    let mut shoot = shoot("local", &[pool("amd", None), pool("arm", None)], false);
+    shoot["spec"]["provider"]["workers"][1]["machine"]["architecture"] = json!("arm64");
+    create_cluster(&client, &ns, shoot).await;
+    let embedded = Images::from_sources("v0.1.0", None).unwrap();
+    let c = start_controller_with_images(client.clone(), &ns, Requirements::default(), embedded, |_| {}).await;
+    create_cr(&client, &ns, "amd", None).await;
+    create_cr(&client, &ns, "arm", None).await;
+    wait_ready(&client, &ns, "kata-amd").await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let err = eventually(Duration::from_secs(20), "arm's configuration problem", || async {
+        let cr = api.get("kata-arm").await.map_err(|e| e.to_string())?;
+        cr.status
+            .and_then(|s| s.last_error)
+            .ok_or_else(|| "no error yet".to_string())
+    })
+    .await;
+    assert_eq!(err.codes, ["ERR_CONFIGURATION_PROBLEM"]);
+    assert!(
+        err.description.contains("runtime-kata-node-labeler") && err.description.contains("arm64"),
+        "{}",
+        err.description
+    );
+    assert!(!exists::<ManagedResource>(&client, &ns, &installation("arm")).await);
+    drop(c);
+
+    // the operator provides an arm64 image: the pool installs with it
+    let overwrite = "images:\n- name: runtime-kata-node-labeler\n  ref: registry.local/runtime-kata:v0.1.0-arm64\n  architectures: [arm64]\n";
+    let with_arm = Images::from_sources("v0.1.0", Some(("overwrite", overwrite))).unwrap();
+    let _c = start_controller_with_images(client.clone(), &ns, Requirements::default(), with_arm, |_| {}).await;
+    annotate(&client, &ns, "kata-arm", "reconcile", None).await;
+    wait_ready(&client, &ns, "kata-arm").await;
+    let (_, _, data) = mr_data(&client, &ns, &installation("arm")).await;
+    let images: Vec<String> = daemon_set(&data)
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .iter()
+        .filter_map(|c| c.image.clone())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            "quay.io/kata-containers/kata-deploy:4.1.0",
+            "registry.local/runtime-kata:v0.1.0-arm64"
+        ]
+    );
+}

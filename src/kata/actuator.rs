@@ -1,7 +1,7 @@
 //! The kata actuator: per pool, the installer ManagedResource; per shoot, the shared one with the
 //! RuntimeClasses of all kata pools.
 
-use super::installer::InstallerImages;
+use super::imagevector::ImageSource;
 use super::names::*;
 use super::pools::PoolInput;
 use super::requirements::Requirements;
@@ -32,7 +32,7 @@ pub struct KataActuator {
     mrs: ManagedResources,
     /// All ContainerRuntimes of the seed, from the controller's cache: the shoot's other kata pools.
     cache: Store<ContainerRuntime>,
-    images: InstallerImages,
+    images: ImageSource,
     requirements: Requirements,
     applied: ApplyTracker,
 }
@@ -47,13 +47,13 @@ impl KataActuator {
     pub fn new(
         client: Client,
         cache: Store<ContainerRuntime>,
-        images: InstallerImages,
+        images: impl Into<ImageSource>,
         requirements: Requirements,
     ) -> Self {
         Self {
             mrs: ManagedResources::new(client, ORIGIN).with_cache(),
             cache,
-            images,
+            images: images.into(),
             requirements,
             applied: ApplyTracker::default(),
         }

@@ -1,7 +1,10 @@
-//! The embedded image vector (`imagevector/images.yaml`) with Gardener's `IMAGEVECTOR_OVERWRITE`.
+//! The extension's images: the embedded image vector (`imagevector/images.yaml`), Gardener's
+//! `IMAGEVECTOR_OVERWRITE`, and the images of one pool, chosen by the shoot's Kubernetes version
+//! and the pool's CPU architecture.
 
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use super::installer::InstallerImages;
+use crate::imagevector::ImageVector;
+pub use crate::imagevector::ImageVectorError;
 
 pub const KATA_DEPLOY: &str = "kata-deploy";
 pub const NODE_LABELER: &str = "runtime-kata-node-labeler";
@@ -9,103 +12,100 @@ pub const OVERWRITE_ENV: &str = "IMAGEVECTOR_OVERWRITE";
 
 const EMBEDDED: &str = include_str!("../../imagevector/images.yaml");
 
-#[derive(Debug, thiserror::Error)]
-pub enum ImageVectorError {
-    #[error("cannot read image vector overwrite {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot decode image vector {what}: {message}")]
-    Decode { what: String, message: String },
-    #[error("image vector has no image {0:?}")]
-    Missing(String),
-}
-
-#[derive(Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-struct ImageSource {
-    name: String,
-    #[serde(default)]
-    repository: Option<String>,
-    #[serde(default)]
-    tag: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ImageVectorFile {
-    images: Vec<ImageSource>,
-}
-
-/// Image name → fully qualified reference.
+/// The merged image vector and the extension's own version (the tag of its own image).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ImageVector {
-    images: BTreeMap<String, String>,
+pub struct Images {
+    vector: ImageVector,
+    own_tag: String,
 }
 
-fn decode(what: &str, text: &str) -> Result<Vec<ImageSource>, ImageVectorError> {
-    serde_saphyr::from_str::<ImageVectorFile>(text)
-        .map(|f| f.images)
-        .map_err(|e| ImageVectorError::Decode {
-            what: what.into(),
-            message: e.to_string(),
-        })
-}
-
-impl ImageVector {
-    /// The embedded vector, overwritten by `$IMAGEVECTOR_OVERWRITE` when set. Images without a
-    /// tag get `default_tag` (the extension's version).
-    pub fn load(default_tag: &str) -> Result<Self, ImageVectorError> {
+impl Images {
+    /// The embedded vector, merged with `$IMAGEVECTOR_OVERWRITE` when set. Fails (at start-up)
+    /// on anything that cannot be understood.
+    pub fn load(own_tag: &str) -> Result<Self, ImageVectorError> {
         let overwrite = match std::env::var(OVERWRITE_ENV) {
-            Ok(path) if !path.is_empty() => {
-                Some(std::fs::read_to_string(&path).map_err(|source| ImageVectorError::Read {
+            Ok(path) if !path.is_empty() => Some((
+                std::fs::read_to_string(&path).map_err(|source| ImageVectorError::Read {
                     path: path.clone(),
                     source,
-                })?)
-            }
+                })?,
+                path,
+            )),
             _ => None,
         };
-        Self::from_sources(default_tag, overwrite.as_deref())
+        Self::from_sources(
+            own_tag,
+            overwrite.as_ref().map(|(text, path)| (path.as_str(), text.as_str())),
+        )
     }
 
-    pub fn from_sources(default_tag: &str, overwrite: Option<&str>) -> Result<Self, ImageVectorError> {
-        let mut sources: BTreeMap<String, ImageSource> = decode("(embedded)", EMBEDDED)?
-            .into_iter()
-            .map(|i| (i.name.clone(), i))
-            .collect();
-        if let Some(text) = overwrite {
-            for o in decode(OVERWRITE_ENV, text)? {
-                let entry = sources.entry(o.name.clone()).or_insert_with(|| o.clone());
-                if o.repository.is_some() {
-                    entry.repository = o.repository;
-                }
-                if o.tag.is_some() {
-                    entry.tag = o.tag;
-                }
-            }
+    /// `overwrite`: (its name for errors, its text).
+    pub fn from_sources(own_tag: &str, overwrite: Option<(&str, &str)>) -> Result<Self, ImageVectorError> {
+        let mut vector = ImageVector::read("(embedded)", EMBEDDED)?;
+        if let Some((what, text)) = overwrite {
+            vector = vector.merge(ImageVector::read(what, text)?);
         }
-        let mut images = BTreeMap::new();
-        for (name, s) in sources {
-            let Some(repo) = s.repository else {
-                return Err(ImageVectorError::Decode {
-                    what: name,
-                    message: "no repository".into(),
-                });
-            };
-            let tag = s.tag.unwrap_or_else(|| default_tag.to_string());
-            // a digest reference is taken as it is
-            let reference = if tag.starts_with("sha256:") {
-                format!("{repo}@{tag}")
-            } else {
-                format!("{repo}:{tag}")
-            };
-            images.insert(name, reference);
-        }
-        Ok(Self { images })
+        let images = Self {
+            vector,
+            own_tag: own_tag.to_string(),
+        };
+        // the default pool (amd64, any version) must resolve, or the vector is unusable
+        images.for_pool(None, "amd64")?;
+        Ok(images)
     }
 
-    pub fn image(&self, name: &str) -> Result<&str, ImageVectorError> {
-        self.images
-            .get(name)
-            .map(String::as_str)
-            .ok_or_else(|| ImageVectorError::Missing(name.into()))
+    /// The images of a pool running Kubernetes `kubernetes_version` on `architecture`. An entry
+    /// without tag gets the Kubernetes version (Gardener's rule) or, for the extension's own
+    /// image, the extension's version.
+    pub fn for_pool(
+        &self,
+        kubernetes_version: Option<&str>,
+        architecture: &str,
+    ) -> Result<InstallerImages, ImageVectorError> {
+        let version_tag =
+            kubernetes_version.map_or_else(|| self.own_tag.clone(), |v| format!("v{}", v.trim_start_matches('v')));
+        Ok(InstallerImages {
+            kata_deploy: self
+                .vector
+                .find(KATA_DEPLOY, kubernetes_version, Some(architecture))?
+                .reference(&version_tag),
+            node_labeler: self
+                .vector
+                .find(NODE_LABELER, kubernetes_version, Some(architecture))?
+                .reference(&self.own_tag),
+        })
+    }
+}
+
+/// Where the actuator gets a pool's images from: the image vector, or fixed images (tests).
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImageSource {
+    Vector(Images),
+    Fixed(InstallerImages),
+}
+
+impl ImageSource {
+    pub fn for_pool(
+        &self,
+        kubernetes_version: Option<&str>,
+        architecture: &str,
+    ) -> Result<InstallerImages, ImageVectorError> {
+        match self {
+            ImageSource::Vector(v) => v.for_pool(kubernetes_version, architecture),
+            ImageSource::Fixed(i) => Ok(i.clone()),
+        }
+    }
+}
+
+impl From<Images> for ImageSource {
+    fn from(v: Images) -> Self {
+        ImageSource::Vector(v)
+    }
+}
+
+impl From<InstallerImages> for ImageSource {
+    fn from(i: InstallerImages) -> Self {
+        ImageSource::Fixed(i)
     }
 }
 
@@ -114,22 +114,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kata_deploy_is_pinned() {
-        let v = ImageVector::from_sources("v0.1.0", None).unwrap();
-        assert_eq!(
-            v.image(KATA_DEPLOY).unwrap(),
-            "quay.io/kata-containers/kata-deploy:4.1.0"
+    fn kata_deploy_is_pinned_and_the_node_labeler_is_ours() {
+        let v = Images::from_sources("v0.1.0", None).unwrap();
+        let amd = v.for_pool(Some("1.33.4"), "amd64").unwrap();
+        assert_eq!(amd.kata_deploy, "quay.io/kata-containers/kata-deploy:4.1.0");
+        assert!(
+            amd.node_labeler.ends_with("/runtime-kata:v0.1.0"),
+            "{}",
+            amd.node_labeler
         );
-        assert!(v.image(NODE_LABELER).unwrap().ends_with("/runtime-kata:v0.1.0"));
-        assert!(v.image("nope").is_err());
+    }
+
+    /// This release's own image is built for amd64 only: an arm64 pool has no node labeler
+    /// unless the operator provides one.
+    #[test]
+    fn arm64_needs_an_arm64_node_labeler() {
+        let v = Images::from_sources("v0.1.0", None).unwrap();
+        let err = v.for_pool(Some("1.33.4"), "arm64").unwrap_err();
+        assert!(err.to_string().contains(NODE_LABELER), "{err}");
+        let o = "images:\n- name: runtime-kata-node-labeler\n  ref: registry.local/runtime-kata-arm64:v0.1.0\n  architectures: [arm64]\n";
+        let v = Images::from_sources("v0.1.0", Some(("o", o))).unwrap();
+        let arm = v.for_pool(Some("1.33.4"), "arm64").unwrap();
+        assert_eq!(arm.node_labeler, "registry.local/runtime-kata-arm64:v0.1.0");
+        assert_eq!(
+            arm.kata_deploy, "quay.io/kata-containers/kata-deploy:4.1.0",
+            "kata-deploy is multi-arch"
+        );
     }
 
     #[test]
-    fn overwrite_replaces_by_name() {
-        let o = "images:\n- name: kata-deploy\n  repository: registry.local/kata-deploy\n  tag: \"4.1.1\"\n- name: runtime-kata-node-labeler\n  tag: sha256:abc\n";
-        let v = ImageVector::from_sources("v0.1.0", Some(o)).unwrap();
-        assert_eq!(v.image(KATA_DEPLOY).unwrap(), "registry.local/kata-deploy:4.1.1");
-        assert!(v.image(NODE_LABELER).unwrap().ends_with("/runtime-kata@sha256:abc"));
-        assert!(ImageVector::from_sources("v", Some("images: 3")).is_err());
+    fn an_air_gapped_overwrite_with_ref_is_used() {
+        let o = "images:\n- name: kata-deploy\n  ref: registry.internal/kata-deploy@sha256:0123\n";
+        let v = Images::from_sources("v0.1.0", Some(("o", o))).unwrap();
+        assert_eq!(
+            v.for_pool(Some("1.33.4"), "amd64").unwrap().kata_deploy,
+            "registry.internal/kata-deploy@sha256:0123"
+        );
+        assert!(Images::from_sources("v", Some(("o", "images: 3"))).is_err());
+        assert!(Images::from_sources("v", Some(("o", "images:\n- name: kata-deploy\n  ref: a\n  tag: b\n"))).is_err());
     }
 }

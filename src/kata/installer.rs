@@ -24,7 +24,7 @@ pub const HEALTH_PORT: i32 = 8090;
 const ARCHES: [&str; 2] = ["X86_64", "AARCH64"];
 
 /// The images the installer runs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstallerImages {
     pub kata_deploy: String,
     pub node_labeler: String,

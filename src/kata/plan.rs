@@ -2,7 +2,7 @@
 //! other kata ContainerRuntimes of the shoot and the Cluster. Used by the actuator and by the
 //! `render` subcommand.
 
-use super::installer::InstallerImages;
+use super::imagevector::ImageSource;
 use super::manifests;
 use super::names::EXTENSION_TYPE;
 use super::pools::PoolInput;
@@ -77,7 +77,7 @@ pub fn plan<'a>(
     cr: &ContainerRuntime,
     others: impl IntoIterator<Item = &'a ContainerRuntime>,
     cluster: &DecodedCluster,
-    images: &InstallerImages,
+    images: &ImageSource,
     requirements: &Requirements,
 ) -> Result<Plan, ActuatorError> {
     let pool_name = &cr.spec.worker_pool.name;
@@ -93,6 +93,10 @@ pub fn plan<'a>(
         .check(cluster, pool_name)
         .map_err(|reason| config_error(format!("pool {pool_name:?}: {reason}")))?;
     let pool = PoolInput::new(pool_name, config.clone(), cluster);
+    let version = Some(cluster.shoot.spec.kubernetes.version.as_str()).filter(|v| !v.is_empty());
+    let images = images
+        .for_pool(version, &pool.architecture)
+        .map_err(|e| config_error(format!("pool {pool_name:?} ({}): {e}", pool.architecture)))?;
     let namespace = cr.namespace();
     let mut pools = other_pools(
         pool_name,
@@ -105,7 +109,7 @@ pub fn plan<'a>(
         pool: pool_name.clone(),
         config,
         shared: manifests::shared(&pools).map_err(config_error)?,
-        installation: manifests::installation(&pool, images),
+        installation: manifests::installation(&pool, &images),
     })
 }
 

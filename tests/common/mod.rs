@@ -60,6 +60,16 @@ pub async fn start_controller_with(
     requirements: Requirements,
     tweak: impl FnOnce(&mut ControllerOptions),
 ) -> TestController {
+    start_controller_with_images(client, namespace, requirements, images(), tweak).await
+}
+
+pub async fn start_controller_with_images(
+    client: Client,
+    namespace: &str,
+    requirements: Requirements,
+    images: impl Into<gardener_extension_runtime_kata::kata::imagevector::ImageSource>,
+    tweak: impl FnOnce(&mut ControllerOptions),
+) -> TestController {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -67,7 +77,7 @@ pub async fn start_controller_with(
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let cache = kube::runtime::reflector::store();
-    let actuator = KataActuator::new(client.clone(), cache.0.clone(), images(), requirements);
+    let actuator = KataActuator::new(client.clone(), cache.0.clone(), images, requirements);
     let mut opts = ControllerOptions::new("kata");
     opts.namespace = Some(namespace.into());
     opts.backoff_base = Duration::from_millis(200);
