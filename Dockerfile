@@ -1,5 +1,6 @@
-# The extension image: a static binary on a minimal, non-root base.
-#   docker build -t europe-docker.pkg.dev/gardener-project/releases/gardener/extensions/runtime-kata:v0.1.0 .
+# The extension image: a static binary on a minimal, non-root base, for linux/amd64.
+#   docker buildx build --platform linux/amd64 -t <registry>/gardener/extensions/runtime-kata:v0.1.0 .
+# (make release writes the exact command.) arm64 is not built: see docs/operations.md, "arm64 pools".
 # Tags follow the extension's version (vX.Y.Z, Cargo.toml); the same image runs in the seed and as
 # the node labeler next to kata-deploy in shoots (subcommand node-labeler).
 FROM rust:1.95-bookworm AS builder

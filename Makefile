@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin tools test unit lint fmt local bench generate check-generate clean-testbin
+.PHONY: all build testbin tools test unit lint fmt local bench generate check-generate clean-testbin release
 
 all: build
 
@@ -47,12 +47,18 @@ bench: testbin
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)
 
-## Regenerate example/controller-registration.yaml from the chart.
+## Regenerate example/controller-registration.yaml and example/extension.yaml (the default release).
 generate:
-	bash hack/generate-controller-registration.sh
+	bash hack/release.sh --examples
 
-## Fails when example/controller-registration.yaml is not what `make generate` writes.
+## Fails when the examples are not what `make generate` writes.
 check-generate:
-	@tmp=$$(mktemp) && bash hack/generate-controller-registration.sh $$tmp >/dev/null && \
-	  diff -q $$tmp example/controller-registration.yaml >/dev/null || \
-	  { echo "example/controller-registration.yaml is stale: run 'make generate'"; rm -f $$tmp; exit 1; }; rm -f $$tmp
+	@tmp=$$(mktemp -d) && cp example/controller-registration.yaml example/extension.yaml $$tmp/ && \
+	  bash hack/release.sh --examples >/dev/null && \
+	  if diff -q $$tmp/controller-registration.yaml example/controller-registration.yaml >/dev/null && \
+	     diff -q $$tmp/extension.yaml example/extension.yaml >/dev/null; then rm -rf $$tmp; else \
+	  cp $$tmp/*.yaml example/; rm -rf $$tmp; echo "example/ registrations are stale: run 'make generate'"; exit 1; fi
+
+## Release artifacts (chart package, registrations, push steps) in dist/: make release VERSION=vX.Y.Z REGISTRY=...
+release: testbin
+	bash hack/release.sh

@@ -466,3 +466,88 @@ async fn a_missing_rule_is_caught() {
     assert!(err.description.contains("forbidden"), "{}", err.description);
     assert!(err.description.contains("managedresources"), "{}", err.description);
 }
+
+/// `make release`: the chart package, the registrations and the push steps agree, so that what
+/// `helm push` and the image build publish is exactly what the registrations reference.
+#[test]
+fn release_artifacts_reference_what_is_pushed() {
+    use base64::Engine as _;
+    let bins = Binaries::locate().expect("test binaries");
+    let dist = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/release.sh"))
+        .env("VERSION", "v9.8.7")
+        .env("REGISTRY", "registry.example/team")
+        .env("DIST", dist.path())
+        .env("HELM", &bins.helm)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tgz = dist.path().join("gardener-extension-runtime-kata-9.8.7.tgz");
+    let chart = helm(&["show", "chart", tgz.to_str().unwrap()]);
+    assert!(
+        chart.contains("name: gardener-extension-runtime-kata") && chart.contains("version: 9.8.7"),
+        "{chart}"
+    );
+    assert!(chart.contains("appVersion: v9.8.7"), "{chart}");
+    // helm push oci://registry.example/team/charts/gardener/extensions publishes <repo>/<name>:<version>
+    let extension = std::fs::read_to_string(dist.path().join("extension.yaml")).unwrap();
+    assert!(
+        extension
+            .contains("ref: registry.example/team/charts/gardener/extensions/gardener-extension-runtime-kata:9.8.7"),
+        "{extension}"
+    );
+    let push = std::fs::read_to_string(dist.path().join("PUSH.md")).unwrap();
+    assert!(
+        push.contains("-t registry.example/team/gardener/extensions/runtime-kata:v9.8.7 --push"),
+        "{push}"
+    );
+    assert!(
+        push.contains("oci://registry.example/team/charts/gardener/extensions"),
+        "{push}"
+    );
+
+    // the embedded chart, rendered with the registration's values, runs the pushed image everywhere
+    let registration = std::fs::read_to_string(dist.path().join("controller-registration.yaml")).unwrap();
+    let deployment: serde_json::Value = serde_saphyr::from_str(registration.split("\n---\n").nth(1).unwrap()).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(deployment["helm"]["rawChart"].as_str().unwrap())
+        .unwrap();
+    let chart_file = dist.path().join("embedded.tgz");
+    std::fs::write(&chart_file, raw).unwrap();
+    let values_file = dist.path().join("values.yaml");
+    std::fs::write(
+        &values_file,
+        serde_saphyr::to_string(&deployment["helm"]["values"]).unwrap(),
+    )
+    .unwrap();
+    let rendered = helm(&[
+        "template",
+        "x",
+        chart_file.to_str().unwrap(),
+        "--values",
+        values_file.to_str().unwrap(),
+    ]);
+    assert!(
+        rendered.contains("image: registry.example/team/gardener/extensions/runtime-kata:v9.8.7"),
+        "the seed Deployment"
+    );
+    let overwrite = rendered
+        .split("images_overwrite.yaml: |")
+        .nth(1)
+        .expect("the image vector overwrite")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| &l[4..])
+        .collect::<Vec<_>>()
+        .join("\n");
+    let images =
+        gardener_extension_runtime_kata::kata::imagevector::Images::from_sources("v0.0.0", Some(("chart", &overwrite)))
+            .unwrap_or_else(|e| panic!("{e}: {overwrite}"));
+    assert_eq!(
+        images.for_pool(Some("1.33.4"), "amd64").unwrap().node_labeler,
+        "registry.example/team/gardener/extensions/runtime-kata:v9.8.7",
+        "the node labeler in shoots"
+    );
+}
