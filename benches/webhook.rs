@@ -23,7 +23,7 @@ fn cluster() -> Cluster {
             cloud_profile: json!({}),
             seed: None,
             shoot: json!({"spec": {"provider": {"workers": [
-                {"name": "kata-fc", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]}},
+                {"name": "kata-fc", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig": {"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration", "hypervisors": ["qemu", "fc"]}}]}},
                 {"name": "plain", "cri": {"name": "containerd"}}
             ]}}}),
         },

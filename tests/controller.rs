@@ -111,18 +111,15 @@ async fn new_pool_reaches_gardenlets_readiness_rule() {
         "true"
     );
     let rcs = runtime_classes(&data);
-    // defaults: qemu, clh, fc
-    assert_eq!(
-        rcs.keys().cloned().collect::<Vec<_>>(),
-        ["kata-clh", "kata-fc", "kata-qemu"]
-    );
+    // defaults of a new pool: qemu, clh (Firecracker is opt-in)
+    assert_eq!(rcs.keys().cloned().collect::<Vec<_>>(), ["kata-clh", "kata-qemu"]);
     let qemu = &rcs["kata-qemu"];
     assert_eq!(qemu.handler, "kata-qemu");
     let overhead = qemu.overhead.as_ref().unwrap().pod_fixed.as_ref().unwrap();
     assert_eq!(overhead["memory"].0, "320Mi");
     assert_eq!(overhead["cpu"].0, "250m");
     assert_eq!(
-        rcs["kata-fc"].overhead.as_ref().unwrap().pod_fixed.as_ref().unwrap()["memory"].0,
+        rcs["kata-clh"].overhead.as_ref().unwrap().pod_fixed.as_ref().unwrap()["memory"].0,
         "130Mi"
     );
     assert!(data.contains_key("serviceaccount__kube-system__kata-deploy.yaml"));
@@ -148,9 +145,12 @@ async fn new_pool_reaches_gardenlets_readiness_rule() {
         .into_iter()
         .map(|e| (e.name, e.value.unwrap_or_default()))
         .collect();
-    assert_eq!(env["SHIMS_X86_64"], "qemu clh fc");
+    assert_eq!(env["SHIMS_X86_64"], "qemu clh");
     assert_eq!(env["DEFAULT_SHIM_X86_64"], "qemu");
-    assert_eq!(env["SNAPSHOTTER_HANDLER_MAPPING_X86_64"], "fc:devmapper");
+    assert!(
+        !env.contains_key("SNAPSHOTTER_HANDLER_MAPPING_X86_64"),
+        "no fc, no devmapper"
+    );
     assert_eq!(spec.priority_class_name.as_deref(), Some("system-node-critical"));
 
     let reconciles: u64 = {
@@ -581,8 +581,9 @@ async fn every_shoot_object_passes_a_server_side_dry_run() {
             count += 1;
         }
     }
-    // 3 RuntimeClasses (kata, kata-qemu, kata-fc), SA, ClusterRole, binding, DaemonSet
-    assert_eq!(count, 7);
+    // 3 RuntimeClasses (kata, kata-qemu, kata-fc), SA, ClusterRole, binding, the own-node
+    // ValidatingAdmissionPolicy and its binding, DaemonSet
+    assert_eq!(count, 9);
 }
 
 #[tokio::test]
@@ -906,4 +907,61 @@ async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
             "registry.local/runtime-kata:v0.1.0-arm64"
         ]
     );
+}
+
+/// Firecracker became opt-in. A pool that an earlier version reconciled with the old default
+/// (which included fc) keeps fc after the upgrade, for good; a new pool of the same shoot gets
+/// the new default.
+#[tokio::test]
+async fn pools_from_before_the_new_default_keep_firecracker() {
+    let (client, ns, _c) = setup("legacy", &[pool("old", None), pool("new", None)]).await;
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    // "old" as v0.1.0 left it: reconciled, finalizer, no providerStatus of ours
+    let mut old = ContainerRuntime::for_pool("kata", "old", None);
+    old.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    api.create(&PostParams::default(), &old).await.unwrap();
+    let v010 = json!({"status": {"observedGeneration": 1, "lastOperation": {"type": "Reconcile", "state": "Succeeded",
+        "progress": 100, "description": "ContainerRuntime successfully reconciled", "lastUpdateTime": "2026-11-01T00:00:00Z"}}});
+    api.patch_status("kata-old", &PatchParams::default(), &Patch::Merge(&v010))
+        .await
+        .unwrap();
+    annotate(&client, &ns, "kata-old", "reconcile", None).await;
+    let old = wait_ready(&client, &ns, "kata-old").await;
+    let status = old.status.unwrap().provider_status.unwrap();
+    assert_eq!(status["defaultHypervisors"], json!(["qemu", "clh", "fc"]));
+    assert_eq!(
+        status["appliedConfiguration"]["hypervisors"],
+        json!(["qemu", "clh", "fc"])
+    );
+
+    create_cr(&client, &ns, "new", None).await;
+    let new = wait_ready(&client, &ns, "kata-new").await;
+    assert_eq!(
+        new.status.unwrap().provider_status.unwrap()["defaultHypervisors"],
+        json!(["qemu", "clh"])
+    );
+    let (_, _, data) = mr_data(&client, &ns, &installation("new")).await;
+    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh"))
+    );
+
+    // and it stays: later reconciles read the recorded default
+    annotate(&client, &ns, "kata-old", "reconcile", None).await;
+    wait_ready(&client, &ns, "kata-old").await;
+    let (_, _, data) = mr_data(&client, &ns, &installation("old")).await;
+    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh fc"))
+    );
+    let (_, _, shared) = mr_data(&client, &ns, SHARED).await;
+    assert!(runtime_classes(&shared).contains_key("kata-fc"));
 }

@@ -311,8 +311,7 @@ async fn migrate_keeps_the_shoot_objects_and_restore_adopts_them() {
     let l = landscape("grm-migrate", &[pool("a", None)]).await;
     create_cr(&l.seed, &l.ns, "a", None).await;
     l.ready("a").await;
-    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
-        .await;
+    l.shoot_has(&["kata-clh", "kata-qemu"], &["kata-deploy-a"]).await;
     let uid_before = Api::<DaemonSet>::namespaced(l.shoot.clone(), "kube-system")
         .get("kata-deploy-a")
         .await
@@ -343,8 +342,7 @@ async fn migrate_keeps_the_shoot_objects_and_restore_adopts_them() {
         }
     })
     .await;
-    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
-        .await;
+    l.shoot_has(&["kata-clh", "kata-qemu"], &["kata-deploy-a"]).await;
     assert_eq!(l.shoot_rbac_exists().await, [true; 3]);
 
     annotate(&l.seed, &l.ns, "kata-a", "restore", None).await;
@@ -359,8 +357,7 @@ async fn migrate_keeps_the_shoot_objects_and_restore_adopts_them() {
         .await
         .unwrap();
     assert_eq!(ds.uid(), uid_before);
-    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
-        .await;
+    l.shoot_has(&["kata-clh", "kata-qemu"], &["kata-deploy-a"]).await;
 }
 
 /// A secret deleted behind the extension's back (a garbage collector, a person) is re-created by
@@ -390,8 +387,7 @@ async fn a_deleted_managed_resource_secret_is_recreated_by_the_next_reconcile() 
     assert!(secrets.get_opt(&secret).await.unwrap().is_some(), "secret re-created");
     let m = l.applied(SHARED).await;
     assert_eq!(m.spec.secret_refs[0].name, secret);
-    l.shoot_has(&["kata-clh", "kata-fc", "kata-qemu"], &["kata-deploy-a"])
-        .await;
+    l.shoot_has(&["kata-clh", "kata-qemu"], &["kata-deploy-a"]).await;
 }
 
 /// When the resource manager cannot apply what the extension wrote, the ContainerRuntime says so

@@ -124,10 +124,16 @@ impl Default for Devmapper {
     }
 }
 
+/// The hypervisors of a pool whose providerConfig names none. Firecracker is opt-in: it needs a
+/// thin-pool file on every node and a node-wide containerd setting.
+pub const DEFAULT_HYPERVISORS: [Shim; 2] = [Shim::Qemu, Shim::Clh];
+/// The default up to v0.1.0, kept for the pools that got it then.
+pub const LEGACY_DEFAULT_HYPERVISORS: [Shim; 3] = [Shim::Qemu, Shim::Clh, Shim::Fc];
+
 impl Default for KataConfiguration {
     fn default() -> Self {
         Self {
-            hypervisors: vec![Shim::Qemu, Shim::Clh, Shim::Fc],
+            hypervisors: DEFAULT_HYPERVISORS.to_vec(),
             default_hypervisor: None,
             debug: false,
             allowed_hypervisor_annotations: Vec::new(),
@@ -154,8 +160,21 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 impl KataConfiguration {
     /// Decodes, defaults and validates a providerConfig. `None` (or JSON null) yields the defaults.
     pub fn from_provider_config(raw: Option<&serde_json::Value>) -> Result<Self, ConfigError> {
+        Self::from_provider_config_with_default(raw, &DEFAULT_HYPERVISORS)
+    }
+
+    /// As [`Self::from_provider_config`], with `default_hypervisors` for a providerConfig that
+    /// names none (the pool's own default, see `kata::defaults`).
+    pub fn from_provider_config_with_default(
+        raw: Option<&serde_json::Value>,
+        default_hypervisors: &[Shim],
+    ) -> Result<Self, ConfigError> {
+        let defaults = Self {
+            hypervisors: default_hypervisors.to_vec(),
+            ..Self::default()
+        };
         let raw = match raw {
-            None | Some(serde_json::Value::Null) => return Ok(Self::default()),
+            None | Some(serde_json::Value::Null) => return Ok(defaults),
             Some(v) => v,
         };
         if !raw.is_object() {
@@ -163,10 +182,15 @@ impl KataConfiguration {
         }
         let raw: RawKataConfiguration =
             serde_json::from_value(raw.clone()).map_err(|e| invalid("providerConfig", e.to_string()))?;
-        Self::validate(raw)
+        Self::validate(raw, defaults)
     }
 
-    fn validate(raw: RawKataConfiguration) -> Result<Self, ConfigError> {
+    /// Whether a providerConfig names its hypervisors (else the pool's default applies).
+    pub fn names_hypervisors(raw: Option<&serde_json::Value>) -> bool {
+        raw.and_then(|v| v.get("hypervisors")).is_some_and(|h| !h.is_null())
+    }
+
+    fn validate(raw: RawKataConfiguration, defaults: Self) -> Result<Self, ConfigError> {
         match raw.api_version.as_deref() {
             Some(API_VERSION) => {}
             Some(other) => {
@@ -187,7 +211,7 @@ impl KataConfiguration {
             }
             None => return Err(invalid("kind", format!("required, expected {KIND:?}"))),
         }
-        let mut config = Self::default();
+        let mut config = defaults;
         if let Some(names) = raw.hypervisors {
             if names.is_empty() {
                 return Err(invalid("hypervisors", "must list at least one hypervisor"));
@@ -421,10 +445,19 @@ mod tests {
     #[test]
     fn absent_config_gets_defaults() {
         let c = KataConfiguration::from_provider_config(None).unwrap();
-        assert_eq!(c.hypervisors, vec![Shim::Qemu, Shim::Clh, Shim::Fc]);
+        assert_eq!(c.hypervisors, vec![Shim::Qemu, Shim::Clh], "Firecracker is opt-in");
         assert_eq!(c.default_hypervisor, None);
-        assert!(c.needs_devmapper());
+        assert!(!c.needs_devmapper());
         assert_eq!(c.devmapper.data_size, 100 * GI);
+        // a pool that got the old default keeps it
+        let legacy = with(json!({"debug": true}));
+        let c =
+            KataConfiguration::from_provider_config_with_default(Some(&legacy), &LEGACY_DEFAULT_HYPERVISORS).unwrap();
+        assert!(c.needs_devmapper() && c.debug);
+        assert!(!KataConfiguration::names_hypervisors(Some(&legacy)));
+        assert!(KataConfiguration::names_hypervisors(Some(&with(
+            json!({"hypervisors": ["qemu"]})
+        ))));
     }
 
     #[test]

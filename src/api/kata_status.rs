@@ -3,14 +3,35 @@
 //! objects keep what this pool contributed from here, so one typo never removes RuntimeClasses
 //! other pods depend on.
 
-use super::kata_config::{API_VERSION, KataConfiguration};
+use super::kata_config::{API_VERSION, KataConfiguration, Shim};
 use serde_json::{Value, json};
 
 pub const KIND: &str = "KataStatus";
 
-/// The providerStatus recording `config` as applied.
-pub fn provider_status(config: &KataConfiguration) -> Value {
-    json!({"apiVersion": API_VERSION, "kind": KIND, "appliedConfiguration": config.to_provider_config()})
+/// The providerStatus recording `config` as applied, and the pool's default hypervisors (which
+/// it keeps for good, see `kata::defaults`).
+pub fn provider_status(config: &KataConfiguration, default_hypervisors: &[Shim]) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "appliedConfiguration": config.to_provider_config(),
+        "defaultHypervisors": default_hypervisors.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+/// Whether `provider_status` was written by this extension.
+pub fn is_ours(provider_status: Option<&Value>) -> bool {
+    provider_status.and_then(|s| s.get("kind")).and_then(Value::as_str) == Some(KIND)
+}
+
+/// The default hypervisors recorded in `provider_status`, if any and readable.
+pub fn recorded_default_hypervisors(provider_status: Option<&Value>) -> Option<Vec<Shim>> {
+    if !is_ours(provider_status) {
+        return None;
+    }
+    let names = provider_status?.get("defaultHypervisors")?.as_array()?;
+    let shims: Option<Vec<Shim>> = names.iter().map(|n| n.as_str().and_then(Shim::parse)).collect();
+    shims.filter(|s| !s.is_empty())
 }
 
 /// The last applied configuration recorded in `provider_status`, if any and readable.
@@ -31,7 +52,9 @@ mod tests {
     fn the_applied_configuration_reads_back() {
         let raw = json!({"apiVersion": API_VERSION, "kind": "KataConfiguration", "hypervisors": ["qemu"], "defaultHypervisor": "qemu"});
         let c = KataConfiguration::from_provider_config(Some(&raw)).unwrap();
-        assert_eq!(applied_configuration(Some(&provider_status(&c))), Some(c));
+        let status = provider_status(&c, &[Shim::Qemu]);
+        assert_eq!(applied_configuration(Some(&status)), Some(c));
+        assert_eq!(recorded_default_hypervisors(Some(&status)), Some(vec![Shim::Qemu]));
         assert_eq!(applied_configuration(None), None);
         assert_eq!(applied_configuration(Some(&json!({"kind": "Other"}))), None);
         assert_eq!(applied_configuration(Some(&json!({"kind": KIND}))), None);

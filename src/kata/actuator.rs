@@ -156,7 +156,7 @@ impl Actuator for KataActuator {
         let hibernated = cluster.shoot.is_hibernation_enabled();
         to_result(self.applied.check(&shared, hibernated))?;
         to_result(self.applied.check(&installation, hibernated))?;
-        Ok(Some(provider_status(&plan.config)))
+        Ok(Some(provider_status(&plan.config, &plan.default_hypervisors)))
     }
 
     async fn delete(&self, cr: &ContainerRuntime, cluster: &DecodedCluster) -> Result<(), ActuatorError> {

@@ -2,6 +2,7 @@
 //! objects).
 
 pub mod actuator;
+pub mod defaults;
 pub mod imagevector;
 pub mod installer;
 pub mod manifests;

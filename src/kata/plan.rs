@@ -19,6 +19,8 @@ pub struct Plan {
     pub pool: String,
     /// The pool's configuration, recorded as applied once the plan is.
     pub config: KataConfiguration,
+    /// The pool's default hypervisors, recorded with it.
+    pub default_hypervisors: Vec<crate::api::kata_config::Shim>,
     /// Content of the shared ManagedResource (RuntimeClasses, RBAC).
     pub shared: Manifests,
     /// Content of the pool's installation ManagedResource.
@@ -33,7 +35,7 @@ pub fn config_error(msg: impl std::fmt::Display) -> ActuatorError {
 /// is valid, else the configuration last applied successfully (from its providerStatus), so
 /// an invalid edit never takes away what the pool already provides. `None`: nothing applied yet.
 pub fn contributed_configuration(cr: &ContainerRuntime) -> Option<KataConfiguration> {
-    KataConfiguration::from_provider_config(cr.spec.provider_config.as_ref())
+    super::defaults::configuration(cr)
         .ok()
         .or_else(|| applied_configuration(cr.status.as_ref().and_then(|s| s.provider_status.as_ref())))
 }
@@ -87,8 +89,10 @@ pub fn plan<'a>(
             crate::extension::truncate_for_status(pool_name)
         )));
     }
-    let config = KataConfiguration::from_provider_config(cr.spec.provider_config.as_ref())
-        .map_err(|e| config_error(format!("pool {pool_name:?}: {e}")))?;
+    let default_hypervisors = super::defaults::default_hypervisors(Some(cr));
+    let config =
+        KataConfiguration::from_provider_config_with_default(cr.spec.provider_config.as_ref(), &default_hypervisors)
+            .map_err(|e| config_error(format!("pool {pool_name:?}: {e}")))?;
     requirements
         .check(cluster, pool_name)
         .map_err(|reason| config_error(format!("pool {pool_name:?}: {reason}")))?;
@@ -108,6 +112,7 @@ pub fn plan<'a>(
     Ok(Plan {
         pool: pool_name.clone(),
         config,
+        default_hypervisors,
         shared: manifests::shared(&pools).map_err(config_error)?,
         installation: manifests::installation(&pool, &images),
     })

@@ -10,6 +10,7 @@
 //! - a kata-fc pool's OSC: HTTP 200, allowed, with a JSON patch (none if already mutated).
 
 use super::mutate::{self, MutationSettings, Skip};
+use crate::api::ContainerRuntime;
 use crate::api::cluster::Cluster;
 use crate::api::osc::OperatingSystemConfig;
 use crate::extension::truncate_for_status;
@@ -26,19 +27,43 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Where the handler gets the Cluster of a namespace from.
+/// Where the handler gets the Cluster of a namespace (and a pool's ContainerRuntime) from.
 pub trait ClusterSource: Send + Sync + 'static {
     /// `Ok(None)` if there is no such Cluster.
     fn get(&self, name: &str) -> BoxFuture<'_, Result<Option<Cluster>, kube::Error>>;
+
+    /// The ContainerRuntime `name` in `namespace`, read only for pools whose providerConfig names
+    /// no hypervisors (their default depends on the pool's history). Default: none.
+    fn container_runtime(
+        &self,
+        _namespace: &str,
+        _name: &str,
+    ) -> BoxFuture<'_, Result<Option<ContainerRuntime>, kube::Error>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
-/// Reads Clusters from the API server (one GET per admission request: OSC writes are rare).
-pub struct ApiClusters(pub kube::Api<Cluster>);
+/// Reads Clusters from the API server (one GET per admission request of a kata pool: OSC writes
+/// are rare).
+pub struct ApiClusters(pub kube::Client);
 
 impl ClusterSource for ApiClusters {
     fn get(&self, name: &str) -> BoxFuture<'_, Result<Option<Cluster>, kube::Error>> {
         let name = name.to_string();
-        Box::pin(async move { self.0.get_opt(&name).await })
+        Box::pin(async move { kube::Api::<Cluster>::all(self.0.clone()).get_opt(&name).await })
+    }
+
+    fn container_runtime(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> BoxFuture<'_, Result<Option<ContainerRuntime>, kube::Error>> {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        Box::pin(async move {
+            kube::Api::<ContainerRuntime>::namespaced(self.0.clone(), &namespace)
+                .get_opt(&name)
+                .await
+        })
     }
 }
 
@@ -404,7 +429,20 @@ async fn respond(
         .get(namespace)
         .await
         .map_err(|e| format!("reading Cluster {namespace}: {e}"))?;
-    let dm = match mutate::devmapper_for(osc, cluster.as_ref()) {
+    // a pool that names no hypervisors gets its own default, which its ContainerRuntime records
+    let defaults = match mutate::pool_without_hypervisors(osc, cluster.as_ref()) {
+        Some(pool) => {
+            let name = format!("kata-{pool}");
+            let cr = state
+                .clusters
+                .container_runtime(namespace, &name)
+                .await
+                .map_err(|e| format!("reading ContainerRuntime {namespace}/{name}: {e}"))?;
+            crate::kata::defaults::default_hypervisors(cr.as_ref())
+        }
+        None => crate::api::kata_config::DEFAULT_HYPERVISORS.to_vec(),
+    };
+    let dm = match mutate::devmapper_for(osc, cluster.as_ref(), &defaults) {
         Ok(dm) => dm,
         Err(skip) => {
             log_skip(namespace, &name, &skip);
@@ -463,7 +501,8 @@ mod tests {
                 cloud_profile: json!({}),
                 seed: None,
                 shoot: json!({"spec": {"provider": {"workers": [
-                    {"name": "kata", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]}},
+                    {"name": "kata", "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig":
+                        {"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration", "hypervisors": ["qemu", "fc"]}}]}},
                     {"name": "plain", "cri": {"name": "containerd"}}
                 ]}}}),
             },
@@ -652,6 +691,47 @@ mod tests {
         plain["spec"]["units"] = json!({"not": "a list"});
         let r = response_of(s, review_of(plain)).await;
         assert_eq!((r["allowed"].clone(), r.get("patch")), (json!(true), None));
+    }
+
+    /// A kata pool that names no hypervisors: whether it has Firecracker depends on the pool's
+    /// own default, which its ContainerRuntime records (pools from before fc became opt-in keep it).
+    #[tokio::test]
+    async fn a_pool_without_hypervisors_follows_its_own_default() {
+        struct WithRuntime(Option<ContainerRuntime>);
+        impl ClusterSource for WithRuntime {
+            fn get(&self, _: &str) -> BoxFuture<'_, Result<Option<Cluster>, kube::Error>> {
+                let mut c = cluster();
+                c.spec.shoot["spec"]["provider"]["workers"][0]["cri"]["containerRuntimes"][0] = json!({"type": "kata"});
+                Box::pin(async move { Ok(Some(c)) })
+            }
+            fn container_runtime(
+                &self,
+                _: &str,
+                name: &str,
+            ) -> BoxFuture<'_, Result<Option<ContainerRuntime>, kube::Error>> {
+                assert_eq!(name, "kata-kata");
+                let cr = self.0.clone();
+                Box::pin(async move { Ok(cr) })
+            }
+        }
+        let mut legacy = ContainerRuntime::for_pool("kata", "kata", None);
+        legacy.status = Some(crate::api::common::DefaultStatus {
+            provider_status: Some(crate::api::kata_status::provider_status(
+                &Default::default(),
+                &crate::api::kata_config::LEGACY_DEFAULT_HYPERVISORS,
+            )),
+            ..Default::default()
+        });
+        let (s, _) = state(Box::new(WithRuntime(Some(legacy))));
+        let r = response_of(s, review_of(osc("kata"))).await;
+        assert!(r["patch"].is_string(), "the old default includes fc: {r}");
+        let (s, _) = state(Box::new(WithRuntime(None)));
+        let r = response_of(s, review_of(osc("kata"))).await;
+        assert_eq!(
+            (r["allowed"].clone(), r.get("patch")),
+            (json!(true), None),
+            "a new pool: no fc"
+        );
     }
 
     #[tokio::test]

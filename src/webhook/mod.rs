@@ -17,7 +17,6 @@ pub mod mutate;
 pub mod registration;
 pub mod server;
 
-use crate::api::cluster::Cluster;
 use crate::runtime::metrics::Metrics;
 use certs::{CertBundle, CertOptions, CertStore, CertStoreError, Identity};
 use handler::{ApiClusters, HandlerState};
@@ -273,7 +272,7 @@ pub async fn run(
     let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
 
     let state = Arc::new(HandlerState {
-        clusters: Box::new(ApiClusters(kube::Api::<Cluster>::all(client.clone()))),
+        clusters: Box::new(ApiClusters(client.clone())),
         settings: opts.mutation.clone(),
         metrics,
         webhook_label: opts.path.clone(),

@@ -115,8 +115,22 @@ pub fn pool_of(osc: &OperatingSystemConfig) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Decides whether an OSC gets the devmapper prerequisites, and with which sizes.
-pub fn devmapper_for(osc: &OperatingSystemConfig, cluster: Option<&Cluster>) -> Result<Devmapper, Skip> {
+/// The pool of an OSC, when it runs kata with a providerConfig that names no hypervisors (so the
+/// pool's own default decides whether it has Firecracker).
+pub fn pool_without_hypervisors(osc: &OperatingSystemConfig, cluster: Option<&Cluster>) -> Option<String> {
+    let pool = pool_of(osc)?;
+    let decoded = DecodedCluster::decode(cluster?).ok()?;
+    let runtime = decoded.shoot.worker(pool)?.container_runtime(RUNTIME_TYPE)?;
+    (!KataConfiguration::names_hypervisors(runtime.provider_config.as_ref())).then(|| pool.to_string())
+}
+
+/// Decides whether an OSC gets the devmapper prerequisites, and with which sizes;
+/// `default_hypervisors` is the pool's default (see `kata::defaults`).
+pub fn devmapper_for(
+    osc: &OperatingSystemConfig,
+    cluster: Option<&Cluster>,
+    default_hypervisors: &[crate::api::kata_config::Shim],
+) -> Result<Devmapper, Skip> {
     if osc.spec.purpose != PURPOSE_RECONCILE {
         return Err(Skip::NotReconcile(osc.spec.purpose.clone()));
     }
@@ -133,12 +147,12 @@ pub fn devmapper_for(osc: &OperatingSystemConfig, cluster: Option<&Cluster>) -> 
     let runtime = worker
         .container_runtime(RUNTIME_TYPE)
         .ok_or_else(|| Skip::NoKata(pool.to_string()))?;
-    let config = KataConfiguration::from_provider_config(runtime.provider_config.as_ref()).map_err(|source| {
-        Skip::InvalidProviderConfig {
-            pool: pool.to_string(),
-            source,
-        }
-    })?;
+    let config =
+        KataConfiguration::from_provider_config_with_default(runtime.provider_config.as_ref(), default_hypervisors)
+            .map_err(|source| Skip::InvalidProviderConfig {
+                pool: pool.to_string(),
+                source,
+            })?;
     if !config.needs_devmapper() {
         return Err(Skip::FcDisabled(pool.to_string()));
     }
@@ -506,6 +520,7 @@ mod tests {
         devmapper_for(
             &osc("a", true),
             Some(&cluster("shoot--p--s", json!([kata_worker("a", fc_config())]))),
+            &crate::api::kata_config::DEFAULT_HYPERVISORS,
         )
         .unwrap()
     }
@@ -624,7 +639,7 @@ mod tests {
     fn skips() {
         let ns = "shoot--p--s";
         let check = |o: &OperatingSystemConfig, c: Option<&Cluster>, want: &str| {
-            let err = devmapper_for(o, c).unwrap_err();
+            let err = devmapper_for(o, c, &crate::api::kata_config::DEFAULT_HYPERVISORS).unwrap_err();
             assert!(err.to_string().contains(want), "{err} vs {want}");
         };
         let with_fc = cluster(ns, json!([kata_worker("a", fc_config())]));
@@ -655,9 +670,16 @@ mod tests {
         check(&osc("a", true), Some(&qemu_only), "does not enable the Firecracker");
         let invalid = cluster(ns, json!([kata_worker("a", json!({"hypervisors": ["fc"]}))]));
         check(&osc("a", true), Some(&invalid), "apiVersion");
-        // the defaults enable fc
+        // the default of a new pool does not enable fc; the old default of an existing pool does
         let defaults = cluster(ns, json!([kata_worker("a", Value::Null)]));
-        assert!(devmapper_for(&osc("a", true), Some(&defaults)).is_ok());
+        use crate::api::kata_config::{DEFAULT_HYPERVISORS, LEGACY_DEFAULT_HYPERVISORS};
+        assert!(devmapper_for(&osc("a", true), Some(&defaults), &DEFAULT_HYPERVISORS).is_err());
+        assert!(devmapper_for(&osc("a", true), Some(&defaults), &LEGACY_DEFAULT_HYPERVISORS).is_ok());
+        assert_eq!(
+            pool_without_hypervisors(&osc("a", true), Some(&defaults)).as_deref(),
+            Some("a")
+        );
+        assert_eq!(pool_without_hypervisors(&osc("a", true), Some(&qemu_only)), None);
     }
 
     fn arb_file() -> impl Strategy<Value = File> {
