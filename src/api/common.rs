@@ -49,10 +49,20 @@ pub enum OperationState {
 /// A Gardener enum value as stored: known values typed, any other string kept verbatim. The
 /// CRDs allow any string, and one object with a value we do not know (a newer Gardener's, or a
 /// hand-written one) must never make the whole list of objects undecodable.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Lenient<T> {
     Known(T),
     Other(String),
+}
+
+/// Shows the value itself (`Succeeded`, or an unknown `"Upgrade"`), as it reads in the object.
+impl<T: std::fmt::Debug> std::fmt::Debug for Lenient<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lenient::Known(t) => t.fmt(f),
+            Lenient::Other(s) => s.fmt(f),
+        }
+    }
 }
 
 impl<T: Copy> Lenient<T> {
