@@ -346,14 +346,7 @@ async fn unsupported_provider_is_a_configuration_problem() {
     };
     let _c = start_controller(client.clone(), &ns, reqs).await;
     create_cr(&client, &ns, "a", None).await;
-    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    let e = eventually(Duration::from_secs(20), "unsupported error", || async {
-        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
-        cr.status
-            .and_then(|s| s.last_error)
-            .ok_or_else(|| "no error yet".to_string())
-    })
-    .await;
+    let e = wait_configuration_problem(&client, &ns, "kata-a").await;
     assert_eq!(e.codes, ["ERR_CONFIGURATION_PROBLEM"]);
     assert!(
         e.description.contains("provider type \"openstack\""),
@@ -687,15 +680,7 @@ async fn an_invalid_pool_keeps_its_last_good_share_of_the_shoot_and_its_installa
     // a typo in pool a: a configuration problem for a only
     let typo = kata_config(json!({"hypervisor": ["qemu"]}));
     annotate(&client, &ns, "kata-a", "reconcile", Some(typo)).await;
-    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    eventually(Duration::from_secs(20), "a's configuration problem", || async {
-        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
-        match cr.status.and_then(|s| s.last_error) {
-            Some(e) if e.codes.contains(&"ERR_CONFIGURATION_PROBLEM".to_string()) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_configuration_problem(&client, &ns, "kata-a").await;
 
     // pool b changes and rewrites the shared objects: a's classes stay as last applied
     let b2 = kata_config(json!({"hypervisors": ["clh", "fc"]}));
@@ -812,14 +797,7 @@ async fn a_huge_field_name_is_a_visible_configuration_problem() {
     let bad = kata_config(json!({ field: true }));
     let (client, ns, _c) = setup("huge", &[pool("a", Some(bad.clone()))]).await;
     create_cr(&client, &ns, "a", Some(bad)).await;
-    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    let err = eventually(Duration::from_secs(20), "a configuration problem", || async {
-        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
-        cr.status
-            .and_then(|s| s.last_error)
-            .ok_or_else(|| "no lastError".to_string())
-    })
-    .await;
+    let err = wait_configuration_problem(&client, &ns, "kata-a").await;
     assert_eq!(err.codes, ["ERR_CONFIGURATION_PROBLEM"]);
     assert!(err.description.len() <= 2048, "{}", err.description.len());
     assert!(err.description.contains("unknown field"), "{}", &err.description[..200]);
@@ -836,14 +814,7 @@ async fn a_pool_name_that_cannot_name_objects_never_blocks_deletion() {
         .insert(OPERATION_ANNOTATION.into(), "reconcile".into());
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &cr).await.unwrap();
-    eventually(Duration::from_secs(20), "a configuration problem", || async {
-        let cr = api.get("kata-bad-name").await.map_err(|e| e.to_string())?;
-        match cr.status.and_then(|s| s.last_error) {
-            Some(e) if e.codes.contains(&"ERR_CONFIGURATION_PROBLEM".to_string()) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_configuration_problem(&client, &ns, "kata-bad-name").await;
     api.delete("kata-bad-name", &DeleteParams::default()).await.unwrap();
     gone(&client, &ns, "kata-bad-name").await;
 }
@@ -866,14 +837,7 @@ async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
     create_cr(&client, &ns, "amd", None).await;
     create_cr(&client, &ns, "arm", None).await;
     wait_ready(&client, &ns, "kata-amd").await;
-    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    let err = eventually(Duration::from_secs(20), "arm's configuration problem", || async {
-        let cr = api.get("kata-arm").await.map_err(|e| e.to_string())?;
-        cr.status
-            .and_then(|s| s.last_error)
-            .ok_or_else(|| "no error yet".to_string())
-    })
-    .await;
+    let err = wait_configuration_problem(&client, &ns, "kata-arm").await;
     assert_eq!(err.codes, ["ERR_CONFIGURATION_PROBLEM"]);
     assert!(
         err.description.contains("runtime-kata-node-labeler") && err.description.contains("arm64"),
@@ -914,9 +878,18 @@ async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
 /// the new default.
 #[tokio::test]
 async fn pools_from_before_the_new_default_keep_firecracker() {
-    let (client, ns, _c) = setup("legacy", &[pool("old", None), pool("new", None)]).await;
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("legacy").await;
+    create_cluster(
+        &client,
+        &ns,
+        shoot("local", &[pool("old", None), pool("new", None)], false),
+    )
+    .await;
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    // "old" as v0.1.0 left it: reconciled, finalizer, no providerStatus of ours
+    // "old" as v0.1.0 left it: reconciled, finalizer, no providerStatus of ours (written before
+    // this version's controller starts, as after an upgrade)
     let mut old = ContainerRuntime::for_pool("kata", "old", None);
     old.metadata.finalizers = Some(vec![FINALIZER.into()]);
     api.create(&PostParams::default(), &old).await.unwrap();
@@ -925,6 +898,7 @@ async fn pools_from_before_the_new_default_keep_firecracker() {
     api.patch_status("kata-old", &PatchParams::default(), &Patch::Merge(&v010))
         .await
         .unwrap();
+    let _c = start_controller(client.clone(), &ns, Requirements::default()).await;
     annotate(&client, &ns, "kata-old", "reconcile", None).await;
     let old = wait_ready(&client, &ns, "kata-old").await;
     let status = old.status.unwrap().provider_status.unwrap();

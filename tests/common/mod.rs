@@ -226,3 +226,24 @@ pub async fn wait_ready(client: &Client, namespace: &str, name: &str) -> Contain
     })
     .await
 }
+
+/// Waits until `name` reports a `lastError` with `ERR_CONFIGURATION_PROBLEM` and returns it.
+pub async fn wait_configuration_problem(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> gardener_extension_runtime_kata::api::LastError {
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        Duration::from_secs(20),
+        &format!("{name}: a configuration problem"),
+        || async {
+            let cr = api.get(name).await.map_err(|e| e.to_string())?;
+            match cr.status.and_then(|s| s.last_error) {
+                Some(e) if e.codes.iter().any(|c| c == "ERR_CONFIGURATION_PROBLEM") => Ok(e),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
