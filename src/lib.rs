@@ -12,5 +12,6 @@ pub mod node;
 pub mod node_labeler;
 pub mod render;
 pub mod runtime;
+#[cfg(feature = "testenv")]
 pub mod testenv;
 pub mod webhook;
