@@ -13,7 +13,7 @@ use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
 use gardener_extension_runtime_kata::api::{Cluster, ClusterSpec, OPERATION_ANNOTATION, TIMESTAMP_ANNOTATION};
 use gardener_extension_runtime_kata::extension::readiness::not_ready_reason;
 use gardener_extension_runtime_kata::managedresources::{Manifests, build_managed_resource, build_secret};
-use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
+use gardener_extension_runtime_kata::testenv::{TestEnv, free_port, status_kib};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -33,15 +33,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn metrics(port: u16) -> String {

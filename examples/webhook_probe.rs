@@ -7,7 +7,7 @@
 //! docs/benchmarks.md.
 
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
-use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
+use gardener_extension_runtime_kata::testenv::{TestEnv, free_port, status_kib};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use rustls::pki_types::pem::PemObject;
@@ -21,15 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const NS: &str = "shoot--probe--memory";
 const EXT_NS: &str = "extension-probe";
 const PATH: &str = "/webhooks/operatingsystemconfig";
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn review(size: usize, pool: &str, uid: usize) -> Vec<u8> {
     // many inline files, as a large OSC carries them

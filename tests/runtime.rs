@@ -72,12 +72,7 @@ impl Extension {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        gardener_extension_runtime_kata::testenv::status_kib(self.child.id(), "VmRSS:")
     }
 }
 

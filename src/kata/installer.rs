@@ -38,12 +38,13 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn node_name_env() -> EnvVar {
+/// An environment variable from a field of the pod (downward API).
+fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "NODE_NAME".into(),
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "spec.nodeName".into(),
+                field_path: field_path.into(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -52,18 +53,12 @@ fn node_name_env() -> EnvVar {
     }
 }
 
+fn node_name_env() -> EnvVar {
+    field_env("NODE_NAME", "spec.nodeName")
+}
+
 fn pod_namespace_env() -> EnvVar {
-    EnvVar {
-        name: "POD_NAMESPACE".into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "metadata.namespace".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    field_env("POD_NAMESPACE", "metadata.namespace")
 }
 
 /// kata-deploy's configuration; the Rust binary reads the architecture-suffixed names.

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use process::Supervised;
-pub use process::{Binaries, free_port};
+pub use process::{Binaries, free_port, status_kib};
 pub use resource_manager::{ResourceManager, ResourceManagerOptions};
 pub use standins::ForegroundDeletionStandIn;
 

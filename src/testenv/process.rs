@@ -49,6 +49,17 @@ impl Binaries {
     }
 }
 
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 when unreadable: benchmarks
+/// measure the memory of the processes they start.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn free_port() -> Result<u16, TestEnvError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding a free port"))?;
     Ok(l.local_addr().map_err(io("reading the port"))?.port())
