@@ -272,29 +272,11 @@ async fn two_pools_reach_the_shoot_follow_every_change_and_leave_nothing_behind(
     // the last pool deleted: nothing of ours is left in the shoot
     l.delete_and_wait_gone("a").await;
     l.shoot_has(&[], &[]).await;
-    let shoot = l.shoot.clone();
+    let l = &l;
     eventually(WAIT, "shoot RBAC gone", || async {
-        let left = [
-            Api::<ServiceAccount>::namespaced(shoot.clone(), "kube-system")
-                .get_opt("kata-deploy")
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
-            Api::<ClusterRole>::all(shoot.clone())
-                .get_opt(CLUSTER_ROLE)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
-            Api::<ClusterRoleBinding>::all(shoot.clone())
-                .get_opt(CLUSTER_ROLE)
-                .await
-                .map_err(|e| e.to_string())?
-                .is_some(),
-        ];
-        if left == [false; 3] {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
+        match l.shoot_rbac_exists().await {
+            [false, false, false] => Ok(()),
+            left => Err(format!("{left:?}")),
         }
     })
     .await;
