@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the test control plane (etcd, kube-apiserver, helm) and gardener-resource-manager from Go
+# Builds the test control plane (etcd, kube-apiserver, helm), gardener-resource-manager and
+# gardener-apiserver from Go
 # modules at pinned versions and places Gardener's seed CRDs next to them. Idempotent: binaries
 # already in the cache are kept.
 #
-#   hack/testbin.sh [crds|etcd|helm|kube-apiserver|gardener-resource-manager ...]   (default: all)
+#   hack/testbin.sh [crds|etcd|helm|kube-apiserver|gardener-resource-manager|gardener-apiserver ...]   (default: all)
 #   TESTBIN_DIR   cache directory (default: <repo>/.testbin); survives `cargo clean`
 set -euo pipefail
 
@@ -169,9 +170,40 @@ GO
   echo "$GARDENER_VERSION" >"$stamp"
 }
 
+# gardener-apiserver serves core.gardener.cloud (Shoots, CloudProfiles, Projects) as an aggregated
+# API behind the test kube-apiserver, so the garden admission webhook is called by the real server.
+# Same module setup as gardener-resource-manager.
+build_gardener_apiserver() {
+  local out=$dir/gardener-apiserver stamp=$dir/gardener-apiserver.version
+  if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
+    say "gardener-apiserver v$GARDENER_VERSION present"; return
+  fi
+  say "building gardener-apiserver v$GARDENER_VERSION from github.com/gardener/gardener (5-15 minutes when cold)"
+  local d; d=$(new_module gardener-apiserver)
+  (
+    cd "$d"
+    go mod edit -go=1.26 \
+      -require="github.com/gardener/gardener@v$GARDENER_VERSION" \
+      -require="github.com/gardener/gardener/pkg/apis@v$GARDENER_VERSION"
+    cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/gardener/gardener/cmd/gardener-apiserver"
+GO
+    go mod tidy >/dev/null
+    go build -trimpath -o "$out.tmp" -ldflags "-s -w \
+      -X k8s.io/component-base/version.gitVersion=v$GARDENER_VERSION" \
+      github.com/gardener/gardener/cmd/gardener-apiserver
+  )
+  mv "$out.tmp" "$out"
+  echo "$GARDENER_VERSION" >"$stamp"
+}
+
 start=$(date +%s)
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(crds etcd helm kube-apiserver gardener-resource-manager)
+[ ${#components[@]} -gt 0 ] || components=(crds etcd helm kube-apiserver gardener-resource-manager gardener-apiserver)
 for c in "${components[@]}"; do
   case $c in
     crds) place_crds ;;
@@ -179,6 +211,7 @@ for c in "${components[@]}"; do
     helm) build_helm ;;
     kube-apiserver) build_kube_apiserver ;;
     gardener-resource-manager) build_gardener_resource_manager ;;
+    gardener-apiserver) build_gardener_apiserver ;;
     *) echo "[testbin] error: unknown component $c" >&2; exit 2 ;;
   esac
 done
