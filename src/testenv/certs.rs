@@ -41,3 +41,37 @@ pub fn random_token(bytes: usize) -> String {
     rand::rng().fill(&mut buf[..]);
     hex::encode(buf)
 }
+
+/// The common name of the aggregator's client certificate (`--requestheader-allowed-names`).
+pub const FRONT_PROXY_CN: &str = "front-proxy-client";
+
+/// The kube-apiserver's identity towards aggregated API servers: a CA that they trust for
+/// request headers (published in the `extension-apiserver-authentication` ConfigMap) and the
+/// client certificate it presents when proxying.
+pub struct FrontProxyPki {
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl FrontProxyPki {
+    pub fn generate() -> Result<Self, CertError> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
+        let ca = CertificateAuthority::generate("kata-testenv-front-proxy-ca", DAY)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, KeyPair::from_pem(&ca.key_pem)?)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, FRONT_PROXY_CN);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(1);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok(Self {
+            ca_pem: ca.cert_pem,
+            client_cert_pem: cert.pem(),
+            client_key_pem: key.serialize_pem(),
+        })
+    }
+}

@@ -6,6 +6,7 @@
 //! what the extension writes and use a fresh namespace each.
 
 mod certs;
+mod garden;
 mod process;
 mod resource_manager;
 mod standins;
@@ -20,6 +21,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub use garden::GardenEnv;
 use process::Supervised;
 pub use process::{Binaries, free_port, status_kib};
 pub use resource_manager::{ResourceManager, ResourceManagerOptions};
@@ -48,6 +50,7 @@ pub struct TestEnv {
     apiserver: Supervised,
     etcd: Supervised,
     url: String,
+    etcd_url: String,
     ca_pem: String,
     admin_token: String,
     kubeconfig_path: PathBuf,
@@ -59,16 +62,18 @@ const ADMIN_TOKEN_BYTES: usize = 24;
 impl TestEnv {
     /// Starts a fresh control plane and installs Gardener's CRDs: a seed.
     pub async fn start() -> Result<Self, TestEnvError> {
-        Self::start_with_crds(true).await
+        Self::start_with(true, false).await
     }
 
     /// Starts a fresh control plane without Gardener's CRDs: a shoot, as
     /// gardener-resource-manager's target.
     pub async fn start_shoot() -> Result<Self, TestEnvError> {
-        Self::start_with_crds(false).await
+        Self::start_with(false, false).await
     }
 
-    async fn start_with_crds(crds: bool) -> Result<Self, TestEnvError> {
+    /// `aggregation`: front-proxy flags, so that aggregated API servers (gardener-apiserver) can be
+    /// registered with APIServices.
+    async fn start_with(crds: bool, aggregation: bool) -> Result<Self, TestEnvError> {
         let bins = Binaries::locate()?;
         let started = Instant::now();
         let dir = tempfile::Builder::new()
@@ -119,6 +124,23 @@ impl TestEnv {
             &root.join("etcd.log"),
         )?;
         let url = format!("https://127.0.0.1:{api_port}");
+        let mut extra_args = Vec::new();
+        if aggregation {
+            let proxy = certs::FrontProxyPki::generate()
+                .map_err(|e| TestEnvError::Startup(format!("generating front-proxy certificates: {e}")))?;
+            let ca = write("front-proxy-ca.crt", &proxy.ca_pem)?;
+            let cert = write("front-proxy-client.crt", &proxy.client_cert_pem)?;
+            let key = write("front-proxy-client.key", &proxy.client_key_pem)?;
+            extra_args.extend([
+                format!("--requestheader-client-ca-file={}", ca.display()),
+                format!("--requestheader-allowed-names={}", certs::FRONT_PROXY_CN),
+                "--requestheader-username-headers=X-Remote-User".into(),
+                "--requestheader-group-headers=X-Remote-Group".into(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+                format!("--proxy-client-cert-file={}", cert.display()),
+                format!("--proxy-client-key-file={}", key.display()),
+            ]);
+        }
         let apiserver = Supervised::spawn(
             &bins.kube_apiserver,
             &[
@@ -140,7 +162,10 @@ impl TestEnv {
                 "--endpoint-reconciler-type=none".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--v=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra_args)
+            .collect::<Vec<_>>(),
             &root.join("kube-apiserver.log"),
         )?;
         let kubeconfig = kubeconfig_yaml(&url, &pki.ca_pem, "admin", &admin_token);
@@ -149,6 +174,7 @@ impl TestEnv {
             apiserver,
             etcd,
             url,
+            etcd_url,
             ca_pem: pki.ca_pem,
             admin_token,
             kubeconfig_path,
