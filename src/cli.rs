@@ -40,9 +40,12 @@ pub struct RenderArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct NodeLabelerArgs {
-    /// Labels to set, `key=value` separated by commas.
-    #[arg(long, value_delimiter = ',')]
-    pub labels: Vec<String>,
+    /// The pool's shims, separated by commas; each is labelled only while the node can run it.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub shims: Vec<String>,
+    /// The pool registers debug handlers (`kata-<shim>-debug`) too.
+    #[arg(long)]
+    pub debug: bool,
     /// The node to label.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
@@ -56,6 +59,18 @@ pub struct NodeLabelerArgs {
     /// The namespace of that DaemonSet.
     #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
     pub namespace: String,
+    /// Re-read the node's capabilities this often, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub check_seconds: u64,
+    /// `/healthz` and `/readyz` (ready while the node can run at least one of the shims).
+    #[arg(long, default_value = ":8091")]
+    pub health_bind_address: String,
+    /// Where the host's sysfs is mounted (tests point this at a fake tree).
+    #[arg(long, default_value = "/sys")]
+    pub sysfs_root: std::path::PathBuf,
+    /// Where the host's procfs is mounted.
+    #[arg(long, default_value = "/proc")]
+    pub procfs_root: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1,9 +1,10 @@
+use anyhow::Context;
 use clap::Parser;
 use gardener_extension_runtime_kata::cli::{Cli, Command};
 use gardener_extension_runtime_kata::kata::imagevector::{ImageSource, Images};
 use gardener_extension_runtime_kata::kata::requirements::Requirements;
-use gardener_extension_runtime_kata::runtime::logging;
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
+use gardener_extension_runtime_kata::runtime::{self, logging};
 use gardener_extension_runtime_kata::{app, node_labeler, render};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,14 +34,22 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 namespace: n.namespace,
                 name,
             });
-            node_labeler::run(
-                client,
-                &n.node_name,
-                &n.labels,
+            let health_address = runtime::health::parse_bind_address(&n.health_bind_address)
+                .map_err(anyhow::Error::msg)
+                .context("--health-bind-address")?;
+            let cfg = node_labeler::LabelerConfig {
+                shims: node_labeler::parse_shims(&n.shims)?,
+                debug: n.debug,
                 owner,
-                Duration::from_secs(n.resync_seconds),
-            )
-            .await
+                resync: Duration::from_secs(n.resync_seconds),
+                check_every: Duration::from_secs(n.check_seconds.max(1)),
+                roots: node_labeler::capability::Roots {
+                    sys: n.sysfs_root,
+                    proc: n.procfs_root,
+                },
+                health_address: Some(health_address),
+            };
+            node_labeler::run(client, &n.node_name, cfg).await
         }
     }
 }

@@ -224,14 +224,8 @@ async fn pools_with_different_hypervisors_get_the_union_each_scheduling_only_whe
             labeler.args.unwrap()[1].clone()
         }
     };
-    assert_eq!(
-        labels_of("a").await,
-        "--labels=kata.runtime.extensions.gardener.cloud/qemu=true"
-    );
-    assert_eq!(
-        labels_of("b").await,
-        "--labels=kata.runtime.extensions.gardener.cloud/fc=true,kata.runtime.extensions.gardener.cloud/clh=true"
-    );
+    assert_eq!(labels_of("a").await, "--shims=qemu");
+    assert_eq!(labels_of("b").await, "--shims=fc,clh");
     // pool b is tainted: only the classes of its shims tolerate the taint
     let tolerates = |name: &str| rcs[name].scheduling.as_ref().unwrap().tolerations.is_some();
     assert!(tolerates("kata-fc") && tolerates("kata-clh") && !tolerates("kata-qemu"));

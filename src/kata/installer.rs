@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 pub const HEALTH_PORT: i32 = 8090;
+/// The node labeler's `/healthz` and `/readyz`.
+pub const LABELER_HEALTH_PORT: i32 = 8091;
 const ARCHES: [&str; 2] = ["X86_64", "AARCH64"];
 
 /// The images the installer runs.
@@ -88,14 +90,18 @@ pub fn kata_deploy_env(pool: &PoolInput) -> Vec<EnvVar> {
     out
 }
 
-/// The node labels the sidecar sets: one per shim of this pool, and one per debug handler.
-pub fn shim_labels(pool: &PoolInput) -> Vec<String> {
-    let shims = &pool.config.hypervisors;
-    let mut labels: Vec<String> = shims.iter().map(|s| format!("{}=true", shim_label(*s))).collect();
+/// The sidecar's arguments: the pool's shims (it labels those the node can run, and their debug
+/// handlers on a debug pool) and its DaemonSet.
+pub fn labeler_args(pool: &PoolInput) -> Vec<String> {
+    let shims: Vec<&str> = pool.config.hypervisors.iter().map(|s| s.as_str()).collect();
+    let mut args = vec!["node-labeler".to_string(), format!("--shims={}", shims.join(","))];
     if pool.config.debug {
-        labels.extend(shims.iter().map(|s| format!("{}=true", debug_shim_label(*s))));
+        args.push("--debug".into());
     }
-    labels
+    // on SIGTERM the labels stay while this DaemonSet still selects the node (rollout)
+    args.push(format!("--daemonset={}", daemonset(&pool.name)));
+    args.push(format!("--health-bind-address=:{LABELER_HEALTH_PORT}"));
+    args
 }
 
 fn host_path(name: &str, path: &str, type_: &str) -> Volume {
@@ -187,11 +193,11 @@ fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     ])
 }
 
-fn probe(path: &str) -> Probe {
+fn probe(path: &str, port: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::Int(HEALTH_PORT),
+            port: IntOrString::Int(port),
             ..Default::default()
         }),
         period_seconds: Some(10),
@@ -209,7 +215,7 @@ fn config_checksum(pool: &PoolInput, images: &InstallerImages) -> String {
         h.update(e.value.unwrap_or_default().as_bytes());
         h.update(b"\n");
     }
-    h.update(shim_labels(pool).join(",").as_bytes());
+    h.update(labeler_args(pool).join(" ").as_bytes());
     h.update(images.kata_deploy.as_bytes());
     hex::encode(h.finalize())
 }
@@ -234,8 +240,8 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
             container_port: HEALTH_PORT,
             ..Default::default()
         }]),
-        readiness_probe: Some(probe("/readyz")),
-        liveness_probe: Some(probe("/healthz")),
+        readiness_probe: Some(probe("/readyz", HEALTH_PORT)),
+        liveness_probe: Some(probe("/healthz", HEALTH_PORT)),
         resources: Some(ResourceRequirements {
             requests: Some(quantities("25m", "64Mi")),
             ..Default::default()
@@ -258,13 +264,17 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
         name: "node-labeler".into(),
         image: Some(images.node_labeler.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(vec![
-            "node-labeler".into(),
-            format!("--labels={}", shim_labels(pool).join(",")),
-            // on SIGTERM the labels stay while this DaemonSet still selects the node (rollout)
-            format!("--daemonset={}", daemonset(&pool.name)),
-        ]),
+        args: Some(labeler_args(pool)),
         env: Some(vec![node_name_env(), pod_namespace_env()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("labeler-health".into()),
+            container_port: LABELER_HEALTH_PORT,
+            ..Default::default()
+        }]),
+        // not ready while the node can run none of the pool's shims: the DaemonSet is then not
+        // fully available and gardener-resource-manager reports it
+        readiness_probe: Some(probe("/readyz", LABELER_HEALTH_PORT)),
+        liveness_probe: Some(probe("/healthz", LABELER_HEALTH_PORT)),
         resources: Some(ResourceRequirements {
             requests: Some(quantities("5m", "16Mi")),
             limits: Some(BTreeMap::from([("memory".into(), Quantity("64Mi".into()))])),

@@ -1,7 +1,8 @@
 //! The installer's identity in the shoot, with exactly what kata-deploy 4.1.0 calls in our
 //! configuration: nodes get/patch (its labels and start-up taints), daemonsets get/list/watch (on
 //! SIGTERM: does its own or another kata-deploy DaemonSet still select the node). The node
-//! labeler, in the same pod, needs nodes get/patch and daemonsets get.
+//! labeler, in the same pod, needs nodes get/patch, nodes/status patch (its `KataRuntimeReady`
+//! condition) and daemonsets get.
 //!
 //! Not granted: `nodes/proxy` (the whole kubelet API of every node). kata-deploy reads the
 //! kubelet's configz through it only for guest pull or the EROFS snapshotter, neither of which
@@ -52,6 +53,7 @@ pub fn cluster_role() -> ClusterRole {
         metadata: meta(CLUSTER_ROLE, None),
         rules: Some(vec![
             rule("", &["nodes"], &["get", "patch"]),
+            rule("", &["nodes/status"], &["patch"]),
             rule("apps", &["daemonsets"], &["get", "list", "watch"]),
         ]),
         ..Default::default()
