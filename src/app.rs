@@ -4,6 +4,7 @@
 use crate::cli::{FailurePolicy, RunArgs, WebhookMode};
 use crate::extension::controller::ControllerOptions;
 use crate::extension::run_controller;
+use crate::healthcheck::{HealthChecker, HealthOptions};
 use crate::kata::names::{EXTENSION_NAME, EXTENSION_TYPE};
 use crate::kata::requirements::Requirements;
 use crate::kata::{KataActuator, imagevector};
@@ -229,6 +230,23 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     opts.predicate.classes = args.extension_classes.clone();
     opts.predicate.ignore_operation_annotation = args.ignore_operation_annotation;
     opts.namespace = args.watch_namespace.clone();
+    // health conditions from the same caches the controller fills
+    let health_checks = match actuator.managed_resource_cache() {
+        Some(mrs) if args.health_check_sync_period_seconds > 0 => {
+            let checker = HealthChecker::new(
+                client.clone(),
+                cache.0.clone(),
+                mrs,
+                HealthOptions {
+                    sync_period: Duration::from_secs(args.health_check_sync_period_seconds),
+                    progressing_threshold: Duration::from_secs(args.health_check_progressing_threshold_seconds),
+                    responsibility: opts.predicate.clone(),
+                },
+            );
+            Some(tokio::spawn(checker.run(shutdown.wait())))
+        }
+        _ => None,
+    };
     tracing::info!(
         gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"),
         max_concurrent_reconciles = opts.max_concurrent_reconciles,
@@ -252,6 +270,9 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}");
     }
     if let Some(t) = heartbeat_task {
+        t.abort();
+    }
+    if let Some(t) = health_checks {
         t.abort();
     }
     if let Some(monitor) = lease_monitor {

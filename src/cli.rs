@@ -121,6 +121,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30)]
     pub heartbeat_renew_interval_seconds: u64,
 
+    /// How often each ContainerRuntime's SystemComponentsHealthy condition is re-evaluated
+    /// (0 turns the health checks off).
+    #[arg(long, default_value_t = 30)]
+    pub health_check_sync_period_seconds: u64,
+    /// How long a kata-deploy rollout may be reported Progressing before it counts as failed.
+    #[arg(long, default_value_t = 1800)]
+    pub health_check_progressing_threshold_seconds: u64,
+
     /// Gardener version of the landscape (injected by gardenlet).
     #[arg(long)]
     pub gardener_version: Option<String>,

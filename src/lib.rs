@@ -5,6 +5,7 @@ pub mod app;
 pub mod certs;
 pub mod cli;
 pub mod extension;
+pub mod healthcheck;
 pub mod imagevector;
 pub mod kata;
 pub mod managedresources;

@@ -304,10 +304,11 @@ async fn labels_condition_and_readiness_follow_what_the_node_can_run() {
 
     // kvm_intel loaded: clh runs, fc still lacks its thin-pool
     host.kvm(true);
-    let (_, reason, message) = wait(Box::new(|l, c| {
+    let (status, _, message) = wait(Box::new(|l, c| {
         l.contains_key(CLH) && !l.contains_key(FC) && c.as_ref().is_some_and(|c| c.1 == "DevmapperPoolMissing")
     }))
     .await;
+    assert_eq!(status, "False", "not every requested shim can run");
     assert!(
         message.contains("can run: clh")
             && message.contains("cannot run fc: the devmapper thin-pool devpool is not active"),

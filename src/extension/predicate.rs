@@ -16,6 +16,19 @@ pub struct PredicateConfig {
     pub ignore_operation_annotation: bool,
 }
 
+impl PredicateConfig {
+    /// Gardener's `HasType` and `HasClass`: the object is ours to serve.
+    pub fn responsible_for(&self, cr: &ContainerRuntime) -> bool {
+        let class = cr.spec.class.as_deref().unwrap_or("shoot");
+        let class_ok = if self.classes.is_empty() {
+            class == "shoot"
+        } else {
+            self.classes.iter().any(|c| c == class)
+        };
+        cr.spec.type_ == self.extension_type && class_ok
+    }
+}
+
 struct Seen {
     generation: Option<i64>,
     status: u64,
@@ -40,18 +53,9 @@ impl EventFilter {
         }
     }
 
-    fn has_class(&self, cr: &ContainerRuntime) -> bool {
-        let class = cr.spec.class.as_deref().unwrap_or("shoot");
-        if self.config.classes.is_empty() {
-            class == "shoot"
-        } else {
-            self.config.classes.iter().any(|c| c == class)
-        }
-    }
-
     /// An object was created or updated: should it be reconciled?
     pub fn applied(&mut self, cr: &ContainerRuntime) -> bool {
-        if cr.spec.type_ != self.config.extension_type || !self.has_class(cr) {
+        if !self.config.responsible_for(cr) {
             return false;
         }
         let now = Seen {

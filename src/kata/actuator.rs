@@ -10,7 +10,7 @@ use crate::api::kata_status::provider_status;
 use crate::api::{ContainerRuntime, DecodedCluster};
 use crate::extension::actuator::ProviderStatus;
 use crate::extension::{Actuator, ActuatorError};
-use crate::managedresources::{ApplyCheck, ApplyTracker, ManagedResourceError, ManagedResources};
+use crate::managedresources::{ApplyCheck, ApplyTracker, ManagedResourceCache, ManagedResourceError, ManagedResources};
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use std::time::Duration;
@@ -57,6 +57,11 @@ impl KataActuator {
             requirements,
             applied: ApplyTracker::default(),
         }
+    }
+
+    /// The cache of our ManagedResources (with their status, as the resource manager reports it).
+    pub fn managed_resource_cache(&self) -> Option<ManagedResourceCache> {
+        self.mrs.cache().cloned()
     }
 
     async fn ensure_shared(&self, ns: &str, pools: &[PoolInput]) -> Result<(), ActuatorError> {

@@ -39,6 +39,11 @@ impl ManagedResourceCache {
         Self { store, synced }
     }
 
+    /// Whether the first list is in.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
     /// `None` until the first list is in; then the cached object, if any.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Option<Arc<ManagedResource>>> {
         self.synced

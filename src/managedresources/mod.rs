@@ -163,6 +163,11 @@ impl ManagedResources {
         self
     }
 
+    /// The watch-fed cache, if enabled (the health checks read the same one).
+    pub fn cache(&self) -> Option<&ManagedResourceCache> {
+        self.cache.as_ref()
+    }
+
     async fn current(&self, namespace: &str, name: &str) -> Result<Option<ManagedResource>, ManagedResourceError> {
         if let Some(cached) = self.cache.as_ref().and_then(|c| c.get(namespace, name)) {
             return Ok(cached.map(|mr| (*mr).clone()));

@@ -1,0 +1,187 @@
+//! The health loop: on the leader, every sync period, each kata ContainerRuntime gets a
+//! `SystemComponentsHealthy` condition built from what gardener-resource-manager reports on the
+//! ManagedResources carrying its pool. gardenlet's shoot care controller folds these conditions
+//! into the Shoot's own `SystemComponentsHealthy` (and so into the dashboard).
+//!
+//! It reads only caches (the controller's ContainerRuntime store and the ManagedResource watch),
+//! writes a condition only when its status, reason, message or codes change, and never touches
+//! `lastOperation`, generation or annotations, so it triggers no reconcile. gardenlet judges
+//! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. The Cluster is
+//! read only for a pool that is not healthy (a hibernated shoot is reported healthy).
+
+pub mod check;
+pub mod condition;
+
+use crate::api::common::Condition;
+use crate::api::{Cluster, ContainerRuntime, DecodedCluster, OperationType};
+use crate::extension::operation::{OP_MIGRATE, OP_RESTORE, operation_annotation};
+use crate::extension::predicate::PredicateConfig;
+use crate::kata::names::{SHARED_MR, installation_mr};
+use crate::managedresources::ManagedResourceCache;
+use check::{Input, SYSTEM_COMPONENTS_HEALTHY, evaluate};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct HealthOptions {
+    /// How often every ContainerRuntime is checked.
+    pub sync_period: Duration,
+    /// How long a rollout may stay `Progressing` before it counts as unsuccessful.
+    pub progressing_threshold: Duration,
+    /// Which ContainerRuntimes are ours (type and classes).
+    pub responsibility: PredicateConfig,
+}
+
+/// What one round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    pub checked: usize,
+    pub written: usize,
+    pub failed: usize,
+}
+
+pub struct HealthChecker {
+    client: Client,
+    runtimes: Store<ContainerRuntime>,
+    managed_resources: ManagedResourceCache,
+    opts: HealthOptions,
+}
+
+/// A check is not due on objects in flux: being deleted, migrated or restored, or never reconciled.
+fn due(cr: &ContainerRuntime) -> bool {
+    if cr.metadata.deletion_timestamp.is_some() || matches!(operation_annotation(cr), Some(OP_MIGRATE | OP_RESTORE)) {
+        return false;
+    }
+    match cr.status.as_ref().and_then(|s| s.last_operation.as_ref()) {
+        None => false,
+        Some(op) => op.type_ != OperationType::Migrate,
+    }
+}
+
+fn since(t: &Time) -> Duration {
+    let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+    Duration::try_from(elapsed).unwrap_or_default()
+}
+
+impl HealthChecker {
+    pub fn new(
+        client: Client,
+        runtimes: Store<ContainerRuntime>,
+        managed_resources: ManagedResourceCache,
+        opts: HealthOptions,
+    ) -> Self {
+        Self {
+            client,
+            runtimes,
+            managed_resources,
+            opts,
+        }
+    }
+
+    /// Checks every sync period until `stop`.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        tracing::info!(sync_period = ?self.opts.sync_period, "starting the ContainerRuntime health checks");
+        let mut tick = tokio::time::interval(self.opts.sync_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => {}
+            }
+            let round = self.round().await;
+            if round.written > 0 || round.failed > 0 {
+                tracing::info!(checked = round.checked, written = round.written, failed = round.failed, "health checks done");
+            }
+        }
+    }
+
+    /// One pass over every ContainerRuntime (nothing while the caches are still filling).
+    pub async fn round(&self) -> Round {
+        let mut round = Round::default();
+        if !self.managed_resources.is_synced() {
+            return round;
+        }
+        let mut hibernation: HashMap<String, bool> = HashMap::new();
+        for cr in self.runtimes.state() {
+            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr) {
+                continue;
+            }
+            round.checked += 1;
+            match self.check(&cr, &mut hibernation).await {
+                Ok(true) => round.written += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    round.failed += 1;
+                    tracing::warn!(containerruntime = %cr.name_any(), namespace = %cr.namespace().unwrap_or_default(), error = %e, "cannot write the health condition");
+                }
+            }
+        }
+        round
+    }
+
+    /// Whether the shoot of `namespace` is hibernated (read once per round, only when needed).
+    async fn hibernated(&self, namespace: &str, memo: &mut HashMap<String, bool>) -> bool {
+        if let Some(h) = memo.get(namespace) {
+            return *h;
+        }
+        let h = match Api::<Cluster>::all(self.client.clone()).get_opt(namespace).await {
+            Ok(Some(c)) => DecodedCluster::decode(&c).is_ok_and(|c| c.shoot.is_hibernation_enabled()),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(cluster = namespace, error = %e, "cannot read the Cluster");
+                false
+            }
+        };
+        memo.insert(namespace.to_string(), h);
+        h
+    }
+
+    /// Evaluates one ContainerRuntime; writes its condition if it changed (returns whether it did).
+    async fn check(&self, cr: &ContainerRuntime, memo: &mut HashMap<String, bool>) -> Result<bool, kube::Error> {
+        let ns = cr.namespace().unwrap_or_default();
+        let pool = cr.spec.worker_pool.name.as_str();
+        let conditions: &[Condition] = cr.status.as_ref().map_or(&[], |s| &s.conditions);
+        let old = conditions.iter().find(|c| c.type_ == SYSTEM_COMPONENTS_HEALTHY);
+        let installation = installation_mr(pool);
+        let inst = self.managed_resources.get(&ns, &installation).flatten();
+        let shared = self.managed_resources.get(&ns, SHARED_MR).flatten();
+        let mut input = Input {
+            pool,
+            managed_resources: vec![(installation.as_str(), inst.as_deref()), (SHARED_MR, shared.as_deref())],
+            hibernated: false,
+            old,
+            since_transition: old.map_or(Duration::ZERO, |o| since(&o.last_transition_time)),
+            progressing_threshold: self.opts.progressing_threshold,
+        };
+        let mut verdict = evaluate(&input);
+        if verdict.status != condition::TRUE && self.hibernated(&ns, memo).await {
+            input.hibernated = true;
+            verdict = evaluate(&input);
+        }
+        let unchanged = old.is_some_and(|o| {
+            o.status == verdict.status && o.reason == verdict.reason && o.message == verdict.message && o.codes == verdict.codes
+        });
+        if unchanged {
+            return Ok(false);
+        }
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let updated = condition::build(SYSTEM_COMPONENTS_HEALTHY, old, &verdict, &now);
+        let all = condition::merge(conditions, updated);
+        Api::<ContainerRuntime>::namespaced(self.client.clone(), &ns)
+            .patch_status(
+                &cr.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"conditions": all}})),
+            )
+            .await?;
+        tracing::info!(containerruntime = %cr.name_any(), namespace = %ns, status = verdict.status, message = %verdict.message, "{SYSTEM_COMPONENTS_HEALTHY} changed");
+        Ok(true)
+    }
+}
