@@ -933,3 +933,126 @@ async fn pools_from_before_the_new_default_keep_firecracker() {
     let (_, _, shared) = mr_data(&client, &ns, SHARED).await;
     assert!(runtime_classes(&shared).contains_key("kata-fc"));
 }
+
+/// Sets a ManagedResource's status as gardener-resource-manager writes it (`observedGeneration`
+/// only after a successful apply).
+async fn resource_manager_reports(client: &Client, ns: &str, name: &str, healthy: Result<(), &str>) {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), ns);
+    let generation = api.get(name).await.unwrap().metadata.generation.unwrap();
+    let now = timestamp_now();
+    let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": now, "lastUpdateTime": now})
+    };
+    let health = match healthy {
+        Ok(()) => cond("ResourcesHealthy", "True", "ResourcesHealthy", "All resources are healthy."),
+        Err(m) => cond("ResourcesHealthy", "False", "DaemonSetUnhealthy", m),
+    };
+    let status = json!({"status": {"observedGeneration": generation, "conditions": [
+        cond("ResourcesApplied", "True", "ApplySucceeded", "All resources are applied."),
+        health,
+        cond("ResourcesProgressing", "False", "ResourcesRolledOut", "All resources have been fully rolled out."),
+    ]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
+fn system_components(cr: &ContainerRuntime) -> Option<gardener_extension_runtime_kata::api::common::Condition> {
+    cr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SystemComponentsHealthy")
+        .cloned()
+}
+
+/// Health checks against ManagedResources whose status a stand-in for gardener-resource-manager
+/// sets: the ContainerRuntime's SystemComponentsHealthy says what the resource manager says, names
+/// the pool, costs no reconcile and no write while nothing changes.
+#[tokio::test]
+async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idle_writes() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("health").await;
+    let ctl = start_controller(client.clone(), &ns, Requirements::default()).await;
+    create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let checker = ctl.health_checker(Duration::from_secs(600));
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let condition_after_rounds = |want: &'static str| {
+        let (api, checker) = (api.clone(), &checker);
+        async move {
+            eventually(Duration::from_secs(20), &format!("SystemComponentsHealthy {want}"), || async {
+                checker.round().await;
+                let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+                match system_components(&cr) {
+                    Some(c) if c.status == want => Ok((c, cr)),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await
+        }
+    };
+
+    // written, not yet applied by any resource manager
+    let (c, _) = condition_after_rounds("Progressing").await;
+    assert_eq!(c.reason, "HealthCheckProgressing");
+    assert!(c.message.starts_with("pool a: ManagedResource extension-runtime-kata-installation-a is not applied yet"), "{}", c.message);
+
+    let unhealthy = "DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: too many unavailable pods found (1/3)";
+    resource_manager_reports(&client, &ns, SHARED, Ok(())).await;
+    resource_manager_reports(&client, &ns, &installation("a"), Err(unhealthy)).await;
+    let (c, cr) = condition_after_rounds("False").await;
+    assert_eq!(c.reason, "HealthCheckUnsuccessful");
+    assert_eq!(
+        c.message,
+        format!("pool a: ManagedResource extension-runtime-kata-installation-a: ResourcesHealthy is False: {unhealthy}")
+    );
+    let last_operation = cr.status.as_ref().unwrap().last_operation.clone();
+
+    // nothing changes: rounds neither write nor cause a reconcile
+    let version = cr.resource_version();
+    for _ in 0..3 {
+        assert_eq!(checker.round().await.written, 0);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cr = api.get("kata-a").await.unwrap();
+    assert_eq!(cr.resource_version(), version, "no write while nothing changed");
+
+    resource_manager_reports(&client, &ns, &installation("a"), Ok(())).await;
+    let (ok, cr) = condition_after_rounds("True").await;
+    assert_eq!((ok.reason.as_str(), ok.message.as_str()), ("HealthCheckSuccessful", "All health checks successful"));
+    assert!(ok.last_transition_time.0 >= c.last_transition_time.0);
+    let version = cr.resource_version();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cr = api.get("kata-a").await.unwrap();
+    assert_eq!(cr.resource_version(), version, "the condition write started no reconcile");
+    assert_eq!(cr.status.unwrap().last_operation, last_operation, "lastOperation untouched");
+}
+
+/// A hibernated shoot's resource manager is scaled down: its pools are reported healthy, as
+/// Gardener's health checks do, whatever the ManagedResources last said.
+#[tokio::test]
+async fn a_hibernated_shoot_is_reported_healthy() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("health-hibernated").await;
+    let ctl = start_controller(client.clone(), &ns, Requirements::default()).await;
+    let mut shoot = shoot("local", &[pool("a", None)], false);
+    shoot["spec"]["hibernation"] = json!({"enabled": true});
+    create_cluster(&client, &ns, shoot).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    resource_manager_reports(&client, &ns, &installation("a"), Err("DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: not enough scheduled pods (0/3)")).await;
+    let checker = ctl.health_checker(Duration::from_secs(600));
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let c = eventually(Duration::from_secs(20), "a health condition", || async {
+        checker.round().await;
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        system_components(&cr).ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "Shoot is hibernated"));
+}

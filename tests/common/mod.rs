@@ -42,6 +42,28 @@ pub fn kata_config(extra: Value) -> Value {
 pub struct TestController {
     shutdown: Shutdown,
     pub metrics: Arc<Metrics>,
+    client: Client,
+    runtimes: kube::runtime::reflector::Store<ContainerRuntime>,
+    managed_resources: Option<gardener_extension_runtime_kata::managedresources::ManagedResourceCache>,
+    predicate: gardener_extension_runtime_kata::extension::predicate::PredicateConfig,
+}
+
+impl TestController {
+    /// The health checks the extension runs on its leader, on the controller's caches, as an
+    /// object the test drives round by round.
+    pub fn health_checker(&self, progressing_threshold: Duration) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
+        use gardener_extension_runtime_kata::healthcheck::{HealthChecker, HealthOptions};
+        HealthChecker::new(
+            self.client.clone(),
+            self.runtimes.clone(),
+            self.managed_resources.clone().expect("the actuator caches its ManagedResources"),
+            HealthOptions {
+                sync_period: Duration::from_millis(200),
+                progressing_threshold,
+                responsibility: self.predicate.clone(),
+            },
+        )
+    }
 }
 
 impl Drop for TestController {
@@ -78,15 +100,18 @@ pub async fn start_controller_with_images(
     let metrics = Arc::new(Metrics::new(&mut registry));
     let cache = kube::runtime::reflector::store();
     let actuator = KataActuator::new(client.clone(), cache.0.clone(), images, requirements);
+    let managed_resources = actuator.managed_resource_cache();
+    let runtimes = cache.0.clone();
     let mut opts = ControllerOptions::new("kata");
     opts.namespace = Some(namespace.into());
     opts.backoff_base = Duration::from_millis(200);
     opts.backoff_max = Duration::from_secs(2);
     tweak(&mut opts);
+    let predicate = opts.predicate.clone();
     let shutdown = Shutdown::new();
     let (ready, mut ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(run_controller(
-        client,
+        client.clone(),
         actuator,
         cache,
         opts,
@@ -98,7 +123,14 @@ pub async fn start_controller_with_images(
         .await
         .expect("controller cache synced")
         .unwrap();
-    TestController { shutdown, metrics }
+    TestController {
+        shutdown,
+        metrics,
+        client,
+        runtimes,
+        managed_resources,
+        predicate,
+    }
 }
 
 pub struct PoolSpec<'a> {
