@@ -26,6 +26,8 @@ pub enum Command {
     Render(RenderArgs),
     /// (Runs in the shoot, next to kata-deploy.) Label this node with the installed shims until SIGTERM.
     NodeLabeler(NodeLabelerArgs),
+    /// (Runs in the garden runtime cluster.) Validate kata Shoots at admission until SIGTERM.
+    Admission(crate::admission::AdmissionArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,10 +181,10 @@ pub struct RunArgs {
     #[arg(long, default_value = ":8081")]
     pub health_bind_address: String,
 
-    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
     pub log_level: LogLevel,
     /// json: Gardener's fields (level, ts, logger, msg); text: for humans.
-    #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
 }
 

@@ -1,5 +1,6 @@
 //! gardener-extension-runtime-kata: Kata Containers as a container runtime for Gardener shoots.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod certs;

@@ -5,7 +5,7 @@ use gardener_extension_runtime_kata::kata::imagevector::{ImageSource, Images};
 use gardener_extension_runtime_kata::kata::requirements::Requirements;
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
 use gardener_extension_runtime_kata::runtime::{self, logging};
-use gardener_extension_runtime_kata::{app, node_labeler, render};
+use gardener_extension_runtime_kata::{admission, app, node_labeler, render};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,6 +27,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 render::render(&r.cluster, &r.container_runtimes, &images, &requirements)?
             );
             Ok(())
+        }
+        Some(Command::Admission(a)) => {
+            let shutdown = Shutdown::new();
+            shutdown.on_signals();
+            admission::run_command(a, cli.run.kubeconfig, shutdown).await
         }
         Some(Command::NodeLabeler(n)) => {
             let client = app::kube_client(&cli.run).await?;

@@ -19,6 +19,8 @@ pub mod server;
 
 use crate::runtime::metrics::Metrics;
 use certs::{CertBundle, CertOptions, CertStore, CertStoreError, Identity};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use handler::{ApiClusters, HandlerState};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -128,8 +130,12 @@ pub enum WebhookError {
     Certs(#[from] CertStoreError),
     #[error("webhook TLS: {0}")]
     Tls(#[from] server::TlsError),
-    #[error("registering MutatingWebhookConfiguration {name}: {source}")]
-    Register { name: String, source: kube::Error },
+    #[error("registering {kind} {name}: {source}")]
+    Register {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
     #[error("webhook server on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
     #[error("invalid webhook options: {0}")]
@@ -231,7 +237,6 @@ pub async fn run(
     registered: Option<watch::Sender<bool>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), WebhookError> {
-    server::install_crypto_provider();
     if !opts.path.starts_with('/') {
         return Err(WebhookError::Options(format!(
             "path {:?} must start with '/'",
@@ -241,36 +246,19 @@ pub async fn run(
     if opts.mode == ConfigMode::Url && opts.url.is_none() && opts.bind_address.is_unspecified() {
         tracing::warn!("url mode without --webhook-config-url: using https://127.0.0.1:<port>");
     }
-    let listener =
-        std::net::TcpListener::bind((opts.bind_address, opts.server_port)).map_err(|source| WebhookError::Serve {
-            addr: SocketAddr::new(opts.bind_address, opts.server_port),
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| WebhookError::Serve {
-        addr: SocketAddr::new(opts.bind_address, opts.server_port),
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| WebhookError::Serve { addr: bound, source })?;
-
+    let (listener, bound) = bind(opts.bind_address, opts.server_port)?;
     let store = CertStore::new(
         client.clone(),
         &opts.namespace,
         opts.certs.clone(),
         opts.identity(bound),
     );
-    let registration = opts.registration(bound);
-    let bundle = with_retries("ensuring the webhook certificates", || async {
-        let bundle = store.ensure().await?;
-        if opts.register {
-            register(&registration, &client, &bundle).await?;
-        }
-        Ok(bundle)
-    })
-    .await?;
-    let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
-
+    let registrar: Option<Arc<dyn Registrar>> = opts.register.then(|| {
+        Arc::new(MutatingRegistrar {
+            client: client.clone(),
+            registration: opts.registration(bound),
+        }) as Arc<dyn Registrar>
+    });
     let state = Arc::new(HandlerState {
         clusters: Box::new(ApiClusters(client.clone())),
         settings: opts.mutation.clone(),
@@ -278,10 +266,181 @@ pub async fn run(
         webhook_label: opts.path.clone(),
     });
     let app = server::router(state, &opts.path, opts.max_body_bytes);
+    serve_tls(
+        TlsServing {
+            listener,
+            bound,
+            store,
+            registrar,
+            limits: opts.limits,
+            path: opts.path.clone(),
+        },
+        app,
+        ready,
+        registered,
+        shutdown,
+    )
+    .await
+}
+
+/// Binds the webhook port (0: any free port); the listener is non-blocking, ready for
+/// [`serve_tls`].
+pub fn bind(address: IpAddr, port: u16) -> Result<(std::net::TcpListener, SocketAddr), WebhookError> {
+    let addr = SocketAddr::new(address, port);
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| WebhookError::Serve { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| WebhookError::Serve { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| WebhookError::Serve { addr: bound, source })?;
+    Ok((listener, bound))
+}
+
+/// A webhook configuration that names our server and trusts our CA: the seed's
+/// MutatingWebhookConfiguration, the garden admission's ValidatingWebhookConfiguration.
+pub trait Registrar: Send + Sync + 'static {
+    /// The object kind, for logs and errors.
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
+    /// Creates or updates the configuration with `ca_bundle_pem`.
+    fn apply<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, Result<(), kube::Error>>;
+    /// Whether the configuration in the cluster exists and trusts `ca_bundle_pem` (true when
+    /// unknown: the next check decides).
+    fn intact<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, bool>;
+    /// Fires when the configuration may have been changed or deleted behind our back.
+    fn changes(&self) -> BoxStream<'static, ()>;
+}
+
+/// The seed's OSC webhook configuration.
+pub struct MutatingRegistrar {
+    pub client: kube::Client,
+    pub registration: Registration,
+}
+
+impl Registrar for MutatingRegistrar {
+    fn kind(&self) -> &'static str {
+        "MutatingWebhookConfiguration"
+    }
+
+    fn name(&self) -> &str {
+        &self.registration.configuration_name
+    }
+
+    fn apply<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, Result<(), kube::Error>> {
+        Box::pin(self.registration.apply(self.client.clone(), ca_bundle_pem))
+    }
+
+    fn intact<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(self.client.clone());
+            match api.get_opt(self.name()).await {
+                Ok(Some(mwc)) => webhooks_trust(
+                    mwc.webhooks
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|w| w.client_config.ca_bundle.as_ref()),
+                    ca_bundle_pem,
+                ),
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the webhook configuration failed");
+                    true
+                }
+            }
+        })
+    }
+
+    fn changes(&self) -> BoxStream<'static, ()> {
+        let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(self.client.clone());
+        changes_by_name(api, self.name())
+    }
+}
+
+/// Whether every webhook of a configuration trusts exactly `ca_bundle_pem`.
+pub fn webhooks_trust<'a>(
+    bundles: impl IntoIterator<Item = Option<&'a k8s_openapi::ByteString>>,
+    ca_bundle_pem: &str,
+) -> bool {
+    bundles
+        .into_iter()
+        .all(|b| b.map(|b| b.0.as_slice()) == Some(ca_bundle_pem.as_bytes()))
+}
+
+/// Create, update and delete events of the object `name` (and the end of every (re-)list, so
+/// that what happened while the watch was down is checked too).
+pub fn changes_by_name<K>(api: kube::Api<K>, name: &str) -> BoxStream<'static, ()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(|e| {
+            futures::future::ready(
+                matches!(
+                    e,
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
+                )
+                .then_some(()),
+            )
+        })
+        .boxed()
+}
+
+/// Everything [`serve_tls`] needs besides the router.
+pub struct TlsServing {
+    /// From [`bind`].
+    pub listener: std::net::TcpListener,
+    pub bound: SocketAddr,
+    /// CA and serving certificate (a Secret in the server's own namespace).
+    pub store: CertStore,
+    /// The configuration to keep registered; `None`: someone else registers it.
+    pub registrar: Option<Arc<dyn Registrar>>,
+    pub limits: limits::ConnectionLimits,
+    /// For the log line once listening.
+    pub path: String,
+}
+
+/// Serves `app` over HTTPS until `shutdown` completes: ensures the certificates, registers the
+/// configuration, and rotates/reloads certificates in the background (the seed webhook and the
+/// garden admission share this).
+///
+/// `ready` receives the bound address once the server accepts connections and the configuration
+/// is registered; `registered` then follows whether the configuration is intact in the cluster.
+/// Returns after a graceful shutdown (in-flight requests get up to 10 s).
+pub async fn serve_tls(
+    serving: TlsServing,
+    app: axum::Router,
+    ready: Option<oneshot::Sender<SocketAddr>>,
+    registered: Option<watch::Sender<bool>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), WebhookError> {
+    server::install_crypto_provider();
+    let TlsServing {
+        listener,
+        bound,
+        store,
+        registrar,
+        limits,
+        path,
+    } = serving;
+    let bundle = with_retries("ensuring the webhook certificates", || async {
+        let bundle = store.ensure().await?;
+        if let Some(r) = &registrar {
+            register(r.as_ref(), &bundle).await?;
+        }
+        Ok(bundle)
+    })
+    .await?;
+    let tls = server::rustls_config(&bundle.cert_pem, &bundle.key_pem)?;
+
     let handle = axum_server::Handle::new();
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls.clone())
         .handshake_timeout(Duration::from_secs(10))
-        .acceptor(limits::LimitedAcceptor::new(opts.limits));
+        .acceptor(limits::LimitedAcceptor::new(limits));
     let mut server = axum_server::from_tcp(listener)
         .map_err(|source| WebhookError::Serve { addr: bound, source })?
         .acceptor(acceptor)
@@ -296,16 +455,8 @@ pub async fn run(
     if let Some(tx) = &registered {
         tx.send_replace(true);
     }
-    let rotation = tokio::spawn(rotate_loop(
-        store,
-        tls,
-        registration.clone(),
-        opts.register.then(|| client.clone()),
-        bundle,
-        registered,
-    ));
+    let rotation = tokio::spawn(rotate_loop(store, tls, registrar, bundle, registered));
     let ready_handle = handle.clone();
-    let path = opts.path.clone();
     let announce = tokio::spawn(async move {
         if ready_handle.listening().await.is_some() {
             tracing::info!(addr = %bound, %path, "webhook server listening");
@@ -350,70 +501,28 @@ where
     attempt().await
 }
 
-async fn register(registration: &Registration, client: &kube::Client, bundle: &CertBundle) -> Result<(), WebhookError> {
-    registration
-        .apply(client.clone(), &bundle.ca_bundle_pem)
+async fn register(registrar: &dyn Registrar, bundle: &CertBundle) -> Result<(), WebhookError> {
+    registrar
+        .apply(&bundle.ca_bundle_pem)
         .await
         .map_err(|source| WebhookError::Register {
-            name: registration.configuration_name.clone(),
+            kind: registrar.kind(),
+            name: registrar.name().to_string(),
             source,
         })?;
-    tracing::info!(name = %registration.configuration_name, "registered the MutatingWebhookConfiguration");
+    tracing::info!(kind = registrar.kind(), name = %registrar.name(), "registered the webhook configuration");
     Ok(())
 }
 
-/// Whether the configuration in the cluster is what we registered: present, with our CA bundle.
-async fn registration_intact(client: &kube::Client, registration: &Registration, bundle: &CertBundle) -> bool {
-    let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
-    match api.get_opt(&registration.configuration_name).await {
-        Ok(Some(mwc)) => mwc.webhooks.unwrap_or_default().iter().all(|w| {
-            w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) == Some(bundle.ca_bundle_pem.as_bytes())
-        }),
-        Ok(None) => false,
-        // unknown: keep the current state, the next check decides
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the webhook configuration failed");
-            true
-        }
-    }
-}
-
-/// Events on the webhook configuration or the certificate Secret, by name: a deletion or an edit
-/// behind our back is repaired at once instead of at the next periodic check.
-fn repair_triggers(
-    client: &kube::Client,
-    registration: &Registration,
-    store: &CertStore,
-) -> futures::stream::BoxStream<'static, ()> {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
-    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mwcs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
-    let configs = watcher(mwcs, by_name(&registration.configuration_name)).default_backoff();
-    let secrets = watcher(store.secret_api(), by_name(&store.options().secret_name)).default_backoff();
-    // InitDone too: whatever happened before the watch was (re-)established is checked then
-    fn changed<K>(e: Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<Option<()>> {
-        futures::future::ready(
-            matches!(
-                e,
-                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)
-            )
-            .then_some(()),
-        )
-    }
-    futures::stream::select(configs.filter_map(changed), secrets.filter_map(changed)).boxed()
-}
-
 /// Keeps certificate and registration right: every check interval, and at once when the
-/// configuration or the Secret changes. Re-creates a deleted Secret (via the store) and a deleted
-/// or altered configuration; applies a new CA bundle to the configuration *before* serving a new
-/// certificate, and reloads the served certificate in place. `registered` follows whether the
-/// configuration in the cluster is intact (the readiness check).
+/// configuration or the certificate Secret changes. Re-creates a deleted Secret (via the store)
+/// and a deleted or altered configuration; applies a new CA bundle to the configuration *before*
+/// serving a new certificate, and reloads the served certificate in place. `registered` follows
+/// whether the configuration in the cluster is intact (the readiness check).
 async fn rotate_loop(
     store: CertStore,
     tls: axum_server::tls_rustls::RustlsConfig,
-    registration: Registration,
-    client: Option<kube::Client>,
+    registrar: Option<Arc<dyn Registrar>>,
     mut current: CertBundle,
     registered: Option<watch::Sender<bool>>,
 ) {
@@ -421,8 +530,12 @@ async fn rotate_loop(
     let mut ticker = tokio::time::interval(store.options().check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let mut triggers = match &client {
-        Some(c) => repair_triggers(c, &registration, &store),
+    let mut triggers = match &registrar {
+        Some(r) => futures::stream::select(
+            r.changes(),
+            changes_by_name(store.secret_api(), &store.options().secret_name),
+        )
+        .boxed(),
         None => futures::stream::pending().boxed(),
     };
     let set_registered = |ok: bool| {
@@ -442,11 +555,11 @@ async fn rotate_loop(
                 continue;
             }
         };
-        if let Some(client) = &client
-            && !registration_intact(client, &registration, &next).await
+        if let Some(r) = &registrar
+            && !r.intact(&next.ca_bundle_pem).await
         {
             set_registered(false);
-            match register(&registration, client, &next).await {
+            match register(r.as_ref(), &next).await {
                 Ok(()) => set_registered(true),
                 Err(e) => {
                     tracing::warn!(error = %e, "repairing the webhook configuration failed; keeping the current certificate");

@@ -100,28 +100,7 @@ impl Registration {
     /// The MutatingWebhookConfiguration with `ca_bundle_pem` as the trusted CAs.
     /// `owner`: the extension namespace's (name, uid), when known.
     pub fn build(&self, ca_bundle_pem: &str, owner: Option<(&str, &str)>) -> MutatingWebhookConfiguration {
-        let client_config = match &self.target {
-            ClientTarget::Service {
-                namespace,
-                name,
-                port,
-                path,
-            } => WebhookClientConfig {
-                service: Some(ServiceReference {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    port: Some(i32::from(*port)),
-                    path: Some(path.clone()),
-                }),
-                ca_bundle: Some(ByteString(ca_bundle_pem.as_bytes().to_vec())),
-                url: None,
-            },
-            ClientTarget::Url(url) => WebhookClientConfig {
-                url: Some(url.clone()),
-                ca_bundle: Some(ByteString(ca_bundle_pem.as_bytes().to_vec())),
-                service: None,
-            },
-        };
+        let client_config = client_config(&self.target, ca_bundle_pem);
         MutatingWebhookConfiguration {
             metadata: ObjectMeta {
                 name: Some(self.configuration_name.clone()),
@@ -132,16 +111,7 @@ impl Registration {
                     )]
                     .into(),
                 ),
-                owner_references: owner.map(|(name, uid)| {
-                    vec![OwnerReference {
-                        api_version: "v1".into(),
-                        kind: "Namespace".into(),
-                        name: name.into(),
-                        uid: uid.into(),
-                        controller: Some(true),
-                        block_owner_deletion: Some(false),
-                    }]
-                }),
+                owner_references: owner.map(|(name, uid)| vec![namespace_owner_reference(name, uid)]),
                 ..Default::default()
             },
             webhooks: Some(vec![MutatingWebhook {
@@ -172,16 +142,7 @@ impl Registration {
 
     /// Creates or updates the configuration (server-side apply, forced: we own it).
     pub async fn apply(&self, client: kube::Client, ca_bundle_pem: &str) -> Result<(), kube::Error> {
-        let owner = match &self.owner_namespace {
-            Some(ns) => match Api::<Namespace>::all(client.clone()).get_opt(ns).await? {
-                Some(n) => n.metadata.uid.map(|uid| (ns.clone(), uid)),
-                None => {
-                    tracing::warn!(namespace = %ns, "the extension namespace does not exist: registering the webhook without an owner");
-                    None
-                }
-            },
-            None => None,
-        };
+        let owner = namespace_owner(&client, self.owner_namespace.as_deref()).await?;
         let api: Api<MutatingWebhookConfiguration> = Api::all(client);
         let mut object = self.build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
         object.metadata.managed_fields = None;
@@ -198,6 +159,60 @@ impl Registration {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// How the apiserver reaches the server, trusting `ca_bundle_pem`.
+pub fn client_config(target: &ClientTarget, ca_bundle_pem: &str) -> WebhookClientConfig {
+    let ca_bundle = Some(ByteString(ca_bundle_pem.as_bytes().to_vec()));
+    match target {
+        ClientTarget::Service {
+            namespace,
+            name,
+            port,
+            path,
+        } => WebhookClientConfig {
+            service: Some(ServiceReference {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                port: Some(i32::from(*port)),
+                path: Some(path.clone()),
+            }),
+            ca_bundle,
+            url: None,
+        },
+        ClientTarget::Url(url) => WebhookClientConfig {
+            url: Some(url.clone()),
+            ca_bundle,
+            service: None,
+        },
+    }
+}
+
+/// A webhook configuration owned by a Namespace is garbage-collected with it.
+pub fn namespace_owner_reference(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    }
+}
+
+/// `(name, uid)` of the owner namespace, if given and present.
+pub async fn namespace_owner(
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> Result<Option<(String, String)>, kube::Error> {
+    let Some(ns) = namespace else { return Ok(None) };
+    match Api::<Namespace>::all(client.clone()).get_opt(ns).await? {
+        Some(n) => Ok(n.metadata.uid.map(|uid| (ns.to_string(), uid))),
+        None => {
+            tracing::warn!(namespace = %ns, "the owner namespace does not exist: registering the webhook without an owner");
+            Ok(None)
+        }
     }
 }
 
