@@ -1,59 +1,153 @@
-//! The garden admission webhook behind a real gardener-apiserver: Shoots, CloudProfiles and
-//! Projects are real API objects, and gardener-apiserver's ValidatingAdmissionWebhook plugin calls
-//! the webhook exactly as in a landscape.
+//! The garden admission end to end, behind a real gardener-apiserver: Projects, CloudProfiles,
+//! CredentialsBindings and Shoots are real API objects that pass Gardener's own admission plugins
+//! (defaults on), the admission server registers its ValidatingWebhookConfiguration with the
+//! garden's kube-apiserver, and gardener-apiserver's ValidatingAdmissionWebhook plugin calls it.
+//!
+//! One garden and one admission server per test binary; every test uses its own project.
 
+use gardener_extension_runtime_kata::admission::validate::Rules;
+use gardener_extension_runtime_kata::admission::{self, AdmissionOptions, registration};
+use gardener_extension_runtime_kata::kata::requirements::Requirements;
+use gardener_extension_runtime_kata::runtime::metrics::{Metrics, WebhookCodeLabels};
 use gardener_extension_runtime_kata::testenv::GardenEnv;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
-fn garden_api(client: &kube::Client, kind: &str, plural: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("core.gardener.cloud", "v1beta1", kind);
+const KATA_API: &str = "kata.runtime.extensions.config.gardener.cloud/v1alpha1";
+const PROFILE: &str = "kata-it";
+const DENIED: &str =
+    "admission webhook \"shoots.validation.runtime-kata.extensions.gardener.cloud\" denied the request";
+
+fn api(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
     let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
-    match namespace {
+    match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     }
 }
 
-async fn create(api: &Api<DynamicObject>, value: Value) -> Result<DynamicObject, kube::Error> {
-    let obj: DynamicObject = serde_json::from_value(value).expect("object");
-    api.create(&PostParams::default(), &obj).await
+fn core(client: &kube::Client, kind: &str, plural: &str, ns: Option<&str>) -> Api<DynamicObject> {
+    api(client, "core.gardener.cloud", "v1beta1", kind, plural, ns)
 }
 
-#[tokio::test]
-async fn garden_serves_projects_cloudprofiles_and_shoots() {
-    let garden = GardenEnv::shared();
-    let client = garden.kube().client().await;
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "garden-probe", "labels": {"project.gardener.cloud/name": "probe", "gardener.cloud/role": "project"}}});
-    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+fn shoots(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    core(client, "Shoot", "shoots", Some(ns))
+}
+
+async fn create(api: &Api<DynamicObject>, value: Value) -> Result<DynamicObject, kube::Error> {
+    api.create(&PostParams::default(), &serde_json::from_value(value).expect("object"))
         .await
-        .unwrap();
-    let p = create(
-        &garden_api(&client, "Project", "projects", None),
-        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Project", "metadata": {"name": "probe"}, "spec": {"namespace": "garden-probe"}}),
-    )
-    .await;
-    println!("project: {p:?}");
-    let cp = create(
-        &garden_api(&client, "CloudProfile", "cloudprofiles", None),
-        json!({
-            "apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": "probe"},
-            "spec": {
-                "type": "local",
-                "kubernetes": {"versions": [{"version": "1.33.0"}]},
-                "machineCapabilities": [{"name": "architecture", "values": ["amd64"]}, {"name": "nestedVirtualization", "values": ["supported", "unsupported"]}],
-                "machineImages": [{"name": "gardenlinux", "versions": [{"version": "1877.0.0", "cri": [{"name": "containerd", "containerRuntimes": [{"type": "kata"}]}]}]}],
-                "machineTypes": [
-                    {"name": "metal", "cpu": "4", "gpu": "0", "memory": "16Gi", "usable": true, "capabilities": {"nestedVirtualization": ["supported"]}},
-                    {"name": "small", "cpu": "2", "gpu": "0", "memory": "8Gi", "usable": true}
-                ],
-                "regions": [{"name": "local", "zones": [{"name": "z1"}]}]
-            }
-        }),
-    )
-    .await;
-    println!("cloudprofile: {cp:?}");
+}
+
+/// The admission server, running for the whole test binary on its own thread, and the metrics
+/// that count the requests it got.
+struct Admission {
+    metrics: Arc<Metrics>,
+}
+
+impl Admission {
+    fn requests(&self) -> u64 {
+        ["200", "400", "500"]
+            .iter()
+            .map(|code| {
+                self.metrics
+                    .webhook_requests_total
+                    .get_or_create(&WebhookCodeLabels {
+                        webhook: admission::PATH.into(),
+                        code: (*code).into(),
+                    })
+                    .get()
+            })
+            .sum()
+    }
+}
+
+/// The landscape's fixtures (once) and the admission server.
+fn admission() -> &'static Admission {
+    static SHARED: OnceLock<Admission> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let garden = GardenEnv::shared();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("admission".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let client = garden.kube().client().await;
+                    landscape(&client).await;
+                    let opts = AdmissionOptions {
+                        owner_namespace: Some("extension-admission-runtime-kata".into()),
+                        rules: Rules {
+                            requirements: Requirements {
+                                supported_providers: vec!["local".into()],
+                                supported_machine_images: vec!["gardenlinux".into()],
+                            },
+                            machine_type_capability: Some("nestedVirtualization=supported".parse().unwrap()),
+                        },
+                        ..Default::default()
+                    };
+                    let mut opts = opts;
+                    opts.webhook.namespace = "garden".into();
+                    opts.webhook.bind_address = "127.0.0.1".parse().unwrap();
+                    opts.webhook.server_port = 0;
+                    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                    let server = admission::run(
+                        client.clone(),
+                        client,
+                        opts,
+                        Some(server_metrics),
+                        Some(ready_tx),
+                        None,
+                        std::future::pending(),
+                    );
+                    tokio::pin!(server);
+                    tokio::select! {
+                        r = &mut server => panic!("admission server ended: {r:?}"),
+                        addr = ready_rx => { tx.send(addr.unwrap()).unwrap(); }
+                    }
+                    if let Err(e) = server.await {
+                        panic!("admission server failed: {e}");
+                    }
+                });
+            })
+            .unwrap();
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("admission server ready");
+        eprintln!("admission server on {addr}");
+        Admission { metrics }
+    })
+}
+
+/// What an operator has in the garden: the extension namespaces, registrations for every
+/// extension a Shoot needs (ExtensionValidator), and a CloudProfile whose machine types say which
+/// of them support nested virtualization.
+async fn landscape(client: &kube::Client) {
+    for ns in ["garden", "extension-admission-runtime-kata"] {
+        let _ = Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await;
+    }
     for (kind, ty) in [
         ("Infrastructure", "local"),
         ("ControlPlane", "local"),
@@ -61,44 +155,424 @@ async fn garden_serves_projects_cloudprofiles_and_shoots() {
         ("Network", "calico"),
         ("ContainerRuntime", "kata"),
         ("OperatingSystemConfig", "gardenlinux"),
+        ("OperatingSystemConfig", "ubuntu"),
     ] {
-        let r = create(
-            &garden_api(&client, "ControllerRegistration", "controllerregistrations", None),
-            json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "ControllerRegistration", "metadata": {"name": format!("{}-{}", kind.to_lowercase(), ty)}, "spec": {"resources": [{"kind": kind, "type": ty}]}}),
-        ).await;
-        println!("registration {kind}: {:?}", r.err());
+        create(
+            &core(client, "ControllerRegistration", "controllerregistrations", None),
+            json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "ControllerRegistration",
+                   "metadata": {"name": format!("{}-{ty}", kind.to_lowercase())},
+                   "spec": {"resources": [{"kind": kind, "type": ty}]}}),
+        )
+        .await
+        .unwrap();
     }
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), "garden-probe");
-    let r = secrets.create(&PostParams::default(), &serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "local-creds"}, "data": {"x": "eA=="}})).unwrap()).await;
-    println!("secret: {:?}", r.err());
-    let gvk = GroupVersionKind::gvk("security.gardener.cloud", "v1alpha1", "CredentialsBinding");
-    let cbs: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "garden-probe",
-        &ApiResource::from_gvk_with_plural(&gvk, "credentialsbindings"),
-    );
-    let r = create(&cbs, json!({"apiVersion": "security.gardener.cloud/v1alpha1", "kind": "CredentialsBinding", "metadata": {"name": "local"}, "provider": {"type": "local"}, "credentialsRef": {"apiVersion": "v1", "kind": "Secret", "name": "local-creds", "namespace": "garden-probe"}})).await;
-    println!("credentialsbinding: {:?}", r.err());
-    let shoot = create(
-        &garden_api(&client, "Shoot", "shoots", Some("garden-probe")),
+    let kata_cri = json!([{"name": "containerd", "containerRuntimes": [{"type": "kata"}]}]);
+    create(
+        &core(client, "CloudProfile", "cloudprofiles", None),
         json!({
-            "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot", "metadata": {"name": "s1", "namespace": "garden-probe"},
+            "apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": PROFILE},
             "spec": {
-                "cloudProfile": {"kind": "CloudProfile", "name": "probe"},
-                "region": "local",
-                "credentialsBindingName": "local",
-                "kubernetes": {"version": "1.33.0"},
-                "networking": {"type": "calico", "nodes": "10.0.0.0/16"},
-                "provider": {"type": "local", "workers": [{
-                    "name": "kata", "minimum": 1, "maximum": 1,
-                    "machine": {"type": "metal", "image": {"name": "gardenlinux", "version": "1877.0.0"}},
-                    "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata"}]},
-                    "zones": ["z1"]
-                }]}
+                "type": "local",
+                "kubernetes": {"versions": [{"version": "1.33.0"}]},
+                "machineCapabilities": [
+                    {"name": "architecture", "values": ["amd64"]},
+                    {"name": "nestedVirtualization", "values": ["supported", "unsupported"]}
+                ],
+                "machineImages": [
+                    {"name": "gardenlinux", "versions": [{"version": "1877.0.0", "cri": kata_cri}]},
+                    {"name": "ubuntu", "versions": [{"version": "24.4.0", "cri": kata_cri}]}
+                ],
+                "machineTypes": [
+                    {"name": "metal", "cpu": "4", "gpu": "0", "memory": "16Gi", "usable": true,
+                     "capabilities": {"nestedVirtualization": ["supported"]}},
+                    {"name": "small", "cpu": "2", "gpu": "0", "memory": "8Gi", "usable": true}
+                ],
+                "regions": [{"name": "local", "zones": [{"name": "z1"}]}]
             }
         }),
     )
+    .await
+    .unwrap();
+}
+
+/// A project with its namespace and credentials; returns the namespace.
+async fn project(client: &kube::Client, name: &str) -> String {
+    let ns = format!("garden-{name}");
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns, "labels": {
+                "project.gardener.cloud/name": name, "gardener.cloud/role": "project"}}}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    create(
+        &core(client, "Project", "projects", None),
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "Project", "metadata": {"name": name},
+               "spec": {"namespace": ns}}),
+    )
+    .await
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "local"}, "data": {"token": "eA=="}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    create(
+        &api(
+            client,
+            "security.gardener.cloud",
+            "v1alpha1",
+            "CredentialsBinding",
+            "credentialsbindings",
+            Some(&ns),
+        ),
+        json!({"apiVersion": "security.gardener.cloud/v1alpha1", "kind": "CredentialsBinding",
+               "metadata": {"name": "local"}, "provider": {"type": "local"},
+               "credentialsRef": {"apiVersion": "v1", "kind": "Secret", "name": "local", "namespace": ns}}),
+    )
+    .await
+    .unwrap();
+    ns
+}
+
+fn pool(name: &str, machine: &str, image: &str, runtimes: Value) -> Value {
+    let version = if image == "ubuntu" { "24.4.0" } else { "1877.0.0" };
+    json!({
+        "name": name, "minimum": 1, "maximum": 2, "zones": ["z1"],
+        "machine": {"type": machine, "image": {"name": image, "version": version}},
+        "cri": {"name": "containerd", "containerRuntimes": runtimes}
+    })
+}
+
+fn kata(extra: Value) -> Value {
+    let mut config = json!({"apiVersion": KATA_API, "kind": "KataConfiguration"});
+    config
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap());
+    json!([{"type": "kata", "providerConfig": config}])
+}
+
+fn shoot(ns: &str, name: &str, workers: Value) -> Value {
+    json!({
+        "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "cloudProfile": {"kind": "CloudProfile", "name": PROFILE},
+            "region": "local",
+            "credentialsBindingName": "local",
+            "kubernetes": {"version": "1.33.0"},
+            "networking": {"type": "calico", "nodes": "10.0.0.0/16"},
+            "provider": {"type": "local", "workers": workers}
+        }
+    })
+}
+
+/// gardener-apiserver reads ValidatingWebhookConfigurations through an informer: wait until it
+/// calls ours (a dry-run create of an invalid kata Shoot is denied by it).
+async fn wait_webhook_active(client: &kube::Client, ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let probe = shoot(
+        ns,
+        "probe",
+        json!([pool("kata", "small", "gardenlinux", kata(json!({})))]),
+    );
+    loop {
+        let pp = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        match shoots(client, ns)
+            .create(&pp, &serde_json::from_value(probe.clone()).unwrap())
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.starts_with(DENIED) => return,
+            other if Instant::now() > deadline => panic!("webhook not called after 60s: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn setup(name: &str) -> (kube::Client, String, &'static Admission) {
+    let admission = admission();
+    let client = GardenEnv::shared().kube().client().await;
+    let ns = project(&client, name).await;
+    wait_webhook_active(&client, &ns).await;
+    (client, ns, admission)
+}
+
+/// The status of a rejected create.
+fn denial(r: Result<DynamicObject, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_valid_kata_shoot_is_created() {
+    let (client, ns, _) = setup("valid").await;
+    let created = create(
+        &shoots(&client, &ns),
+        shoot(
+            &ns,
+            "valid",
+            json!([
+                pool(
+                    "kata",
+                    "metal",
+                    "gardenlinux",
+                    kata(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "clh"}))
+                ),
+                pool("plain", "small", "ubuntu", json!([]))
+            ]),
+        ),
+    )
+    .await
+    .unwrap();
+    // gardener-apiserver's ExtensionLabels plugin labelled it: that is what our object selector matches
+    assert_eq!(
+        created.metadata.labels.as_ref().unwrap()[registration::SHOOT_KATA_LABEL],
+        "true"
+    );
+}
+
+#[tokio::test]
+async fn invalid_kata_shoots_are_rejected_with_the_field_path() {
+    let (client, ns, _) = setup("invalid").await;
+    let api = shoots(&client, &ns);
+    let cases: [(&str, Value, &str, &str); 5] = [
+        (
+            "hypervisor",
+            json!([
+                pool("plain", "small", "gardenlinux", json!([])),
+                pool(
+                    "kata",
+                    "metal",
+                    "gardenlinux",
+                    kata(json!({"hypervisors": ["qemu", "vmware"]}))
+                )
+            ]),
+            "spec.provider.workers[1].cri.containerRuntimes[0].providerConfig.hypervisors[1]",
+            "unknown hypervisor \"vmware\", supported: [qemu, qemu-runtime-rs, clh, clh-runtime-rs, fc, dragonball]",
+        ),
+        (
+            "unknown-field",
+            json!([pool(
+                "kata",
+                "metal",
+                "gardenlinux",
+                kata(json!({"hypervisor": "qemu"}))
+            )]),
+            "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig",
+            "unknown field `hypervisor`, expected one of `apiVersion`, `kind`, `hypervisors`, `defaultHypervisor`, `debug`, `allowedHypervisorAnnotations`, `devmapper`",
+        ),
+        (
+            "default",
+            json!([pool(
+                "kata",
+                "metal",
+                "gardenlinux",
+                kata(json!({"hypervisors": ["qemu"], "defaultHypervisor": "fc"}))
+            )]),
+            "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig.defaultHypervisor",
+            "\"fc\" is not one of the enabled hypervisors [qemu]",
+        ),
+        (
+            "machine-type",
+            json!([pool("kata", "small", "gardenlinux", kata(json!({})))]),
+            "spec.provider.workers[0].machine.type",
+            "machine type \"small\" cannot run kata: it does not have the capability nestedVirtualization=supported in CloudProfile \"kata-it\" (machine types that have it: metal)",
+        ),
+        (
+            "image",
+            json!([pool("kata", "metal", "ubuntu", kata(json!({})))]),
+            "spec.provider.workers[0].machine.image.name",
+            "kata is not enabled for machine image \"ubuntu\" of pool \"kata\" on this landscape (enabled: gardenlinux)",
+        ),
+    ];
+    for (name, workers, field, message) in cases {
+        let status = denial(create(&api, shoot(&ns, name, workers)).await);
+        assert_eq!(status.code, 422, "{name}: {status:?}");
+        assert_eq!(
+            status.message,
+            format!("{DENIED}: Shoot {name:?} is invalid for kata: {field}: {message}"),
+            "{name}"
+        );
+        assert_eq!(status.reason, "Invalid", "{name}");
+        assert!(
+            api.get_opt(name).await.unwrap().is_none(),
+            "{name}: a rejected Shoot must not be stored"
+        );
+    }
+    // several violations are reported together, each with its path
+    let status = denial(
+        create(
+            &api,
+            shoot(
+                &ns,
+                "many",
+                json!([pool("kata", "small", "ubuntu", kata(json!({"debug": "yes"})))]),
+            ),
+        )
+        .await,
+    );
+    let fields: Vec<_> = status
+        .message
+        .split("; ")
+        .map(|e| e.rsplit_once(" is invalid for kata: ").map_or(e, |(_, f)| f))
+        .map(|e| e.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig",
+            "spec.provider.workers[0].machine.image.name",
+            "spec.provider.workers[0].machine.type"
+        ],
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
+async fn shoots_without_kata_never_reach_the_webhook() {
+    let (client, ns, admission) = setup("nokata").await;
+    let before = admission.requests();
+    create(
+        &shoots(&client, &ns),
+        shoot(&ns, "plain", json!([pool("plain", "small", "ubuntu", json!([]))])),
+    )
+    .await
+    .unwrap();
+    // and a kata Shoot's metadata-only updates (labels, annotations, finalizers) skip it too
+    let api = shoots(&client, &ns);
+    create(
+        &api,
+        shoot(
+            &ns,
+            "kata",
+            json!([pool("kata", "metal", "gardenlinux", kata(json!({})))]),
+        ),
+    )
+    .await
+    .unwrap();
+    let after_create = admission.requests();
+    assert_eq!(
+        after_create,
+        before + 1,
+        "only the kata Shoot's CREATE was sent to the webhook"
+    );
+    api.patch(
+        "kata",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"labels": {"team": "a"}, "annotations": {"gardener.cloud/operation": "reconcile"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "plain",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"provider": {"workers": [pool("plain", "small", "ubuntu", json!([]))]}}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        admission.requests(),
+        after_create,
+        "no request for metadata updates or Shoots without kata"
+    );
+}
+
+/// PATCHes through the raw client, returning the status and the `Warning` headers.
+async fn patch_with_warnings(client: &kube::Client, ns: &str, name: &str, patch: &Value) -> (u16, Vec<String>, String) {
+    let req = http::Request::patch(format!(
+        "/apis/core.gardener.cloud/v1beta1/namespaces/{ns}/shoots/{name}"
+    ))
+    .header("Content-Type", "application/merge-patch+json")
+    .body(serde_json::to_vec(patch).unwrap())
+    .unwrap();
+    let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
+    let status = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .collect();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, warnings, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_rule_that_changed_later_warns_on_unrelated_updates_and_judges_related_ones() {
+    let (client, ns, _) = setup("later").await;
+    // a second profile, so that changing it does not disturb the other tests
+    let profiles = core(&client, "CloudProfile", "cloudprofiles", None);
+    let mut spec = profiles.get(PROFILE).await.unwrap().data["spec"].clone();
+    let profile = "kata-later";
+    create(
+        &profiles,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "CloudProfile", "metadata": {"name": profile}, "spec": spec.clone()}),
+    )
+    .await
+    .unwrap();
+    let mut s = shoot(
+        &ns,
+        "existing",
+        json!([pool("kata", "metal", "gardenlinux", kata(json!({})))]),
+    );
+    s["spec"]["cloudProfile"]["name"] = json!(profile);
+    create(&shoots(&client, &ns), s).await.unwrap();
+    // the operator decides later that "metal" cannot run VMs after all
+    spec["machineTypes"][0]["capabilities"]["nestedVirtualization"] = json!(["unsupported"]);
+    profiles
+        .patch(
+            profile,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"machineTypes": spec["machineTypes"]}})),
+        )
+        .await
+        .unwrap();
+    // an unrelated spec change of the existing kata pool: allowed, with a warning
+    let mut bigger = pool("kata", "metal", "gardenlinux", kata(json!({})));
+    bigger["maximum"] = json!(3);
+    let (status, warnings, body) = patch_with_warnings(
+        &client,
+        &ns,
+        "existing",
+        &json!({"spec": {"provider": {"workers": [bigger]}}}),
+    )
     .await;
-    println!("shoot: {shoot:?}");
-    shoot.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("spec.provider.workers[0].machine.type: machine type \\\"metal\\\" cannot run kata")
+            || warnings[0].contains("spec.provider.workers[0].machine.type: machine type \"metal\" cannot run kata"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("not enforced"), "{warnings:?}");
+    // a change the rule reads (the kata pool's providerConfig is unrelated, its machine type is
+    // not): moving to another unmarked type is rejected
+    let (status, _, body) = patch_with_warnings(
+        &client,
+        &ns,
+        "existing",
+        &json!({"spec": {"provider": {"workers": [pool("kata", "small", "gardenlinux", kata(json!({})))]}}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("spec.provider.workers[0].machine.type: machine type \\\"small\\\" cannot run kata"),
+        "{body}"
+    );
 }
