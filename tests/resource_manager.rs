@@ -4,8 +4,8 @@
 //! objects and on the resource manager's conditions.
 //!
 //! Stand-ins, because a bare apiserver runs no controllers: no kubelet and no DaemonSet
-//! controller (DaemonSets get no pods and no status, so only `ResourcesApplied` is asserted, not
-//! health), and `ForegroundDeletionStandIn` for kube-controller-manager's garbage collector (the
+//! controller (DaemonSets get no pods and no status: only the health test writes a DaemonSet
+//! status, standing in for the DaemonSet controller), and `ForegroundDeletionStandIn` for kube-controller-manager's garbage collector (the
 //! resource manager deletes DaemonSets with foreground propagation).
 
 mod common;
@@ -535,6 +535,21 @@ async fn the_installer_can_change_only_its_own_node() {
             .labels()
             .contains_key("kata.runtime.extensions.gardener.cloud/qemu")
     );
+    // the node-labeler's verdict (node condition KataRuntimeReady) goes through nodes/status,
+    // under the same rule
+    let verdict = json!({"status": {"conditions": [{"type": "KataRuntimeReady", "status": "True",
+                          "reason": "AllShimsRunnable", "message": "can run: qemu"}]}});
+    as_installer
+        .patch_status("node-own", &PatchParams::default(), &Patch::Strategic(verdict.clone()))
+        .await
+        .expect("its own node's condition");
+    let refused = as_installer
+        .patch_status("node-other", &PatchParams::default(), &Patch::Strategic(verdict))
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403 || s.code == 422),
+        "{refused:?}"
+    );
     // the kubelet's whole API through the apiserver proxy is not granted
     let proxy = http::Request::get("/api/v1/nodes/node-own/proxy/configz")
         .body(Vec::new())
@@ -543,4 +558,70 @@ async fn the_installer_can_change_only_its_own_node() {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("nodes/proxy must be forbidden: {other:?}"),
     }
+}
+
+/// What the shoot owner sees: the resource manager's own verdict on the kata-deploy DaemonSet
+/// becomes the ContainerRuntime's SystemComponentsHealthy, which gardenlet folds into the Shoot.
+/// Stand-in for the DaemonSet controller: the test writes the DaemonSet's status, three nodes of
+/// which one cannot run kata (its node-labeler is not ready, so its pod is unavailable).
+#[tokio::test]
+async fn the_resource_managers_verdict_on_the_installer_reaches_the_container_runtime() {
+    let l = landscape("grm-health", &[pool("a", None)]).await;
+    create_cr(&l.seed, &l.ns, "a", None).await;
+    l.ready("a").await;
+    l.applied(SHARED).await;
+    l.applied(&installation("a")).await;
+    let checker = l._controller.health_checker(Duration::from_secs(600));
+    let daemonsets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
+    let generation = daemonsets.get("kata-deploy-a").await.unwrap().metadata.generation;
+    let daemonset_controller_says = |ready: i32| {
+        let daemonsets = daemonsets.clone();
+        async move {
+            let status = json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": 3,
+                "currentNumberScheduled": 3, "updatedNumberScheduled": 3, "numberMisscheduled": 0,
+                "numberReady": ready, "numberAvailable": ready, "numberUnavailable": 3 - ready}});
+            daemonsets
+                .patch_status("kata-deploy-a", &PatchParams::default(), &Patch::Merge(status))
+                .await
+                .unwrap();
+        }
+    };
+    let (crs, rm) = (l.crs(), &l.rm);
+    // (status, a part of the message) to wait for
+    let condition = |want: &'static str, saying: &'static str| {
+        let (crs, checker) = (crs.clone(), &checker);
+        async move {
+            eventually(WAIT, &format!("SystemComponentsHealthy {want}"), || async {
+                checker.round().await;
+                let cr = crs.get("kata-a").await.map_err(|e| e.to_string())?;
+                let c = cr
+                    .status
+                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
+                match c {
+                    Some(c) if c.status == want && c.message.contains(saying) => Ok(c),
+                    other => Err(format!("{other:?}; resource manager log:\n{}", rm.log_tail())),
+                }
+            })
+            .await
+        }
+    };
+
+    // before the DaemonSet controller (stand-in) reported anything: a rollout in progress
+    let c = condition("Progressing", "is progressing: observed generation outdated (0/1)").await;
+    assert_eq!(c.reason, "HealthCheckProgressing");
+    daemonset_controller_says(2).await;
+    let c = condition("False", "too many unavailable pods").await;
+    assert_eq!(c.reason, "HealthCheckUnsuccessful");
+    assert!(
+        c.message.starts_with(
+            "pool a: ManagedResource extension-runtime-kata-installation-a: ResourcesHealthy is False: \
+             DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: too many unavailable pods found (1/3)"
+        ),
+        "{}",
+        c.message
+    );
+
+    daemonset_controller_says(3).await;
+    let c = condition("True", "").await;
+    assert_eq!(c.message, "All health checks successful");
 }
