@@ -945,7 +945,12 @@ async fn resource_manager_reports(client: &Client, ns: &str, name: &str, healthy
                "lastTransitionTime": now, "lastUpdateTime": now})
     };
     let health = match healthy {
-        Ok(()) => cond("ResourcesHealthy", "True", "ResourcesHealthy", "All resources are healthy."),
+        Ok(()) => cond(
+            "ResourcesHealthy",
+            "True",
+            "ResourcesHealthy",
+            "All resources are healthy.",
+        ),
         Err(m) => cond("ResourcesHealthy", "False", "DaemonSetUnhealthy", m),
     };
     let status = json!({"status": {"observedGeneration": generation, "conditions": [
@@ -984,14 +989,18 @@ async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idl
     let condition_after_rounds = |want: &'static str| {
         let (api, checker) = (api.clone(), &checker);
         async move {
-            eventually(Duration::from_secs(20), &format!("SystemComponentsHealthy {want}"), || async {
-                checker.round().await;
-                let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
-                match system_components(&cr) {
-                    Some(c) if c.status == want => Ok((c, cr)),
-                    other => Err(format!("{other:?}")),
-                }
-            })
+            eventually(
+                Duration::from_secs(20),
+                &format!("SystemComponentsHealthy {want}"),
+                || async {
+                    checker.round().await;
+                    let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+                    match system_components(&cr) {
+                        Some(c) if c.status == want => Ok((c, cr)),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
             .await
         }
     };
@@ -999,7 +1008,12 @@ async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idl
     // written, not yet applied by any resource manager
     let (c, _) = condition_after_rounds("Progressing").await;
     assert_eq!(c.reason, "HealthCheckProgressing");
-    assert!(c.message.starts_with("pool a: ManagedResource extension-runtime-kata-installation-a is not applied yet"), "{}", c.message);
+    assert!(
+        c.message
+            .starts_with("pool a: ManagedResource extension-runtime-kata-installation-a is not applied yet"),
+        "{}",
+        c.message
+    );
 
     let unhealthy = "DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: too many unavailable pods found (1/3)";
     resource_manager_reports(&client, &ns, SHARED, Ok(())).await;
@@ -1008,7 +1022,9 @@ async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idl
     assert_eq!(c.reason, "HealthCheckUnsuccessful");
     assert_eq!(
         c.message,
-        format!("pool a: ManagedResource extension-runtime-kata-installation-a: ResourcesHealthy is False: {unhealthy}")
+        format!(
+            "pool a: ManagedResource extension-runtime-kata-installation-a: ResourcesHealthy is False: {unhealthy}"
+        )
     );
     let last_operation = cr.status.as_ref().unwrap().last_operation.clone();
 
@@ -1023,13 +1039,24 @@ async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idl
 
     resource_manager_reports(&client, &ns, &installation("a"), Ok(())).await;
     let (ok, cr) = condition_after_rounds("True").await;
-    assert_eq!((ok.reason.as_str(), ok.message.as_str()), ("HealthCheckSuccessful", "All health checks successful"));
+    assert_eq!(
+        (ok.reason.as_str(), ok.message.as_str()),
+        ("HealthCheckSuccessful", "All health checks successful")
+    );
     assert!(ok.last_transition_time.0 >= c.last_transition_time.0);
     let version = cr.resource_version();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cr = api.get("kata-a").await.unwrap();
-    assert_eq!(cr.resource_version(), version, "the condition write started no reconcile");
-    assert_eq!(cr.status.unwrap().last_operation, last_operation, "lastOperation untouched");
+    assert_eq!(
+        cr.resource_version(),
+        version,
+        "the condition write started no reconcile"
+    );
+    assert_eq!(
+        cr.status.unwrap().last_operation,
+        last_operation,
+        "lastOperation untouched"
+    );
 }
 
 /// A hibernated shoot's resource manager is scaled down: its pools are reported healthy, as
@@ -1045,7 +1072,13 @@ async fn a_hibernated_shoot_is_reported_healthy() {
     create_cluster(&client, &ns, shoot).await;
     create_cr(&client, &ns, "a", None).await;
     wait_ready(&client, &ns, "kata-a").await;
-    resource_manager_reports(&client, &ns, &installation("a"), Err("DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: not enough scheduled pods (0/3)")).await;
+    resource_manager_reports(
+        &client,
+        &ns,
+        &installation("a"),
+        Err("DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: not enough scheduled pods (0/3)"),
+    )
+    .await;
     let checker = ctl.health_checker(Duration::from_secs(600));
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
     let c = eventually(Duration::from_secs(20), "a health condition", || async {

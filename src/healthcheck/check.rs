@@ -173,7 +173,11 @@ mod tests {
         )
     }
 
-    fn input<'a>(mrs: Vec<(&'a str, Option<&'a ManagedResource>)>, old: Option<&'a Condition>, since: u64) -> Input<'a> {
+    fn input<'a>(
+        mrs: Vec<(&'a str, Option<&'a ManagedResource>)>,
+        old: Option<&'a Condition>,
+        since: u64,
+    ) -> Input<'a> {
         Input {
             pool: "a",
             managed_resources: mrs,
@@ -188,7 +192,10 @@ mod tests {
     fn healthy_resources_are_a_success() {
         let (i, s) = (healthy(), healthy());
         let v = evaluate(&input(vec![("inst", Some(&i)), ("shared", Some(&s))], None, 0));
-        assert_eq!((v.status, v.reason.as_str(), v.message.as_str()), (TRUE, REASON_SUCCESSFUL, ALL_SUCCESSFUL));
+        assert_eq!(
+            (v.status, v.reason.as_str(), v.message.as_str()),
+            (TRUE, REASON_SUCCESSFUL, ALL_SUCCESSFUL)
+        );
     }
 
     #[test]
@@ -223,25 +230,42 @@ mod tests {
         let v = evaluate(&input(vec![("inst", Some(&i)), ("shared", None)], None, 0));
         assert_eq!(v.status, FALSE);
         assert_eq!(v.codes, vec![CONFIGURATION_PROBLEM.to_string()]);
-        assert!(v.message.contains("ResourcesApplied is False") && v.message.contains("ManagedResource shared not found"), "{}", v.message);
+        assert!(
+            v.message.contains("ResourcesApplied is False") && v.message.contains("ManagedResource shared not found"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]
     fn a_rollout_is_progressing_until_the_threshold_then_unsuccessful() {
         let mut i = healthy();
-        i.status.as_mut().unwrap().conditions[2] = cond("ResourcesProgressing", TRUE, "DaemonSet \"kube-system/kata-deploy-a\" is progressing: 1 of 3 replica(s) have been updated");
+        i.status.as_mut().unwrap().conditions[2] = cond(
+            "ResourcesProgressing",
+            TRUE,
+            "DaemonSet \"kube-system/kata-deploy-a\" is progressing: 1 of 3 replica(s) have been updated",
+        );
         let v = evaluate(&input(vec![("inst", Some(&i))], None, 0));
         assert_eq!((v.status, v.reason.as_str()), (PROGRESSING, REASON_PROGRESSING));
         assert!(v.message.contains("1 of 3 replica(s)"), "{}", v.message);
         let was_true = cond(SYSTEM_COMPONENTS_HEALTHY, TRUE, "");
-        assert_eq!(evaluate(&input(vec![("inst", Some(&i))], Some(&was_true), 10_000)).status, PROGRESSING);
+        assert_eq!(
+            evaluate(&input(vec![("inst", Some(&i))], Some(&was_true), 10_000)).status,
+            PROGRESSING
+        );
         let was_progressing = cond(SYSTEM_COMPONENTS_HEALTHY, PROGRESSING, "");
-        assert_eq!(evaluate(&input(vec![("inst", Some(&i))], Some(&was_progressing), 60)).status, PROGRESSING);
+        assert_eq!(
+            evaluate(&input(vec![("inst", Some(&i))], Some(&was_progressing), 60)).status,
+            PROGRESSING
+        );
         let late = evaluate(&input(vec![("inst", Some(&i))], Some(&was_progressing), 601));
         assert_eq!((late.status, late.reason.as_str()), (FALSE, REASON_UNSUCCESSFUL));
         // once unsuccessful, progress does not turn it back into Progressing; only health does
         let was_false = cond(SYSTEM_COMPONENTS_HEALTHY, FALSE, "");
-        assert_eq!(evaluate(&input(vec![("inst", Some(&i))], Some(&was_false), 0)).status, FALSE);
+        assert_eq!(
+            evaluate(&input(vec![("inst", Some(&i))], Some(&was_false), 0)).status,
+            FALSE
+        );
     }
 
     #[test]
@@ -249,9 +273,16 @@ mod tests {
         let i = mr(3, 2, healthy().status.unwrap().conditions);
         let v = evaluate(&input(vec![("inst", Some(&i))], None, 0));
         assert_eq!(v.status, PROGRESSING);
-        assert!(v.message.contains("generation 3 is not applied yet (observed 2)"), "{}", v.message);
+        assert!(
+            v.message.contains("generation 3 is not applied yet (observed 2)"),
+            "{}",
+            v.message
+        );
         let fresh = ManagedResource::new("x", Default::default());
-        assert_eq!(evaluate(&input(vec![("inst", Some(&fresh))], None, 0)).status, PROGRESSING);
+        assert_eq!(
+            evaluate(&input(vec![("inst", Some(&fresh))], None, 0)).status,
+            PROGRESSING
+        );
     }
 
     #[test]
@@ -264,8 +295,12 @@ mod tests {
 
     #[test]
     fn configuration_problems_are_recognised_like_gardener_does() {
-        assert!(is_configuration_problem("x: Error during apply of object \"a\": b is invalid: c"));
-        assert!(!is_configuration_problem("error during apply of object \"a\": conflict"));
+        assert!(is_configuration_problem(
+            "x: Error during apply of object \"a\": b is invalid: c"
+        ));
+        assert!(!is_configuration_problem(
+            "error during apply of object \"a\": conflict"
+        ));
         assert!(!is_configuration_problem("b is invalid: c"));
     }
 }

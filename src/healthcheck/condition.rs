@@ -76,12 +76,18 @@ mod tests {
             time("2026-01-01T00:02:00Z"),
         );
         let c0 = build("X", None, &verdict(FALSE, "a"), &t0);
-        assert_eq!((c0.last_transition_time.clone(), c0.last_update_time.clone()), (t0.clone(), t0.clone()));
+        assert_eq!(
+            (c0.last_transition_time.clone(), c0.last_update_time.clone()),
+            (t0.clone(), t0.clone())
+        );
         // same verdict: nothing moves, the condition is byte-for-byte the old one
         assert_eq!(build("X", Some(&c0), &verdict(FALSE, "a"), &t1), c0);
         // new message, same status: only lastUpdateTime
         let c1 = build("X", Some(&c0), &verdict(FALSE, "b"), &t1);
-        assert_eq!((c1.last_transition_time.clone(), c1.last_update_time.clone()), (t0, t1.clone()));
+        assert_eq!(
+            (c1.last_transition_time.clone(), c1.last_update_time.clone()),
+            (t0, t1.clone())
+        );
         // new status: both
         let c2 = build("X", Some(&c1), &verdict(TRUE, "b"), &t2);
         assert_eq!((c2.last_transition_time, c2.last_update_time), (t2.clone(), t1));

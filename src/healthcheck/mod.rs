@@ -97,7 +97,12 @@ impl HealthChecker {
             }
             let round = self.round().await;
             if round.written > 0 || round.failed > 0 {
-                tracing::info!(checked = round.checked, written = round.written, failed = round.failed, "health checks done");
+                tracing::info!(
+                    checked = round.checked,
+                    written = round.written,
+                    failed = round.failed,
+                    "health checks done"
+                );
             }
         }
     }
@@ -166,7 +171,10 @@ impl HealthChecker {
             verdict = evaluate(&input);
         }
         let unchanged = old.is_some_and(|o| {
-            o.status == verdict.status && o.reason == verdict.reason && o.message == verdict.message && o.codes == verdict.codes
+            o.status == verdict.status
+                && o.reason == verdict.reason
+                && o.message == verdict.message
+                && o.codes == verdict.codes
         });
         if unchanged {
             return Ok(false);

@@ -51,12 +51,17 @@ pub struct TestController {
 impl TestController {
     /// The health checks the extension runs on its leader, on the controller's caches, as an
     /// object the test drives round by round.
-    pub fn health_checker(&self, progressing_threshold: Duration) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
+    pub fn health_checker(
+        &self,
+        progressing_threshold: Duration,
+    ) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
         use gardener_extension_runtime_kata::healthcheck::{HealthChecker, HealthOptions};
         HealthChecker::new(
             self.client.clone(),
             self.runtimes.clone(),
-            self.managed_resources.clone().expect("the actuator caches its ManagedResources"),
+            self.managed_resources
+                .clone()
+                .expect("the actuator caches its ManagedResources"),
             HealthOptions {
                 sync_period: Duration::from_millis(200),
                 progressing_threshold,
