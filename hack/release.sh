@@ -9,8 +9,11 @@
 #
 # Writes to $DIST:
 #   gardener-extension-runtime-kata-X.Y.Z.tgz   the seed chart (helm package), for `helm push`
+#   gardener-extension-admission-runtime-kata-{runtime,application}-X.Y.Z.tgz
+#                                               the garden admission's two charts, for `helm push`
 #   controller-registration.yaml                ControllerDeployment (chart embedded) + ControllerRegistration
-#   extension.yaml                              operator.gardener.cloud Extension (chart by OCI reference)
+#   extension.yaml                              operator.gardener.cloud Extension (charts by OCI reference,
+#                                               the admission included)
 #   PUSH.md                                     the commands that publish the image and the chart
 # With --examples, writes the two registrations of the default release into example/ instead
 # (`make generate`; CI checks that they are current).
@@ -18,6 +21,7 @@
 # Names, so that what is pushed is what is referenced:
 #   image  $REGISTRY/gardener/extensions/runtime-kata:$VERSION   (seed Deployment and node labeler)
 #   chart  $REGISTRY/charts/gardener/extensions/gardener-extension-runtime-kata:X.Y.Z
+#   admission charts  $REGISTRY/charts/gardener/extensions/gardener-extension-admission-runtime-kata-{runtime,application}:X.Y.Z
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 chart=gardener-extension-runtime-kata
@@ -39,6 +43,10 @@ chart_version=${version#v}
 image_repository=$registry/gardener/extensions/runtime-kata
 chart_repository=$registry/charts/gardener/extensions
 chart_ref=$chart_repository/$chart:$chart_version
+# the garden admission: two charts (runtime cluster, virtual garden), as gardener-operator deploys them
+admission=gardener-extension-admission-runtime-kata
+admission_parts=(runtime application)
+admission_ref() { echo "$chart_repository/$admission-$1:$chart_version"; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,6 +54,11 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$repo/charts/$chart" "$work/$chart"
 sed -i "s/^version: .*/version: $chart_version/; s/^appVersion: .*/appVersion: $version/" "$work/$chart/Chart.yaml"
 sed -i "0,/^  repository: .*/s##  repository: $image_repository#; 0,/^  tag: .*/s##  tag: $version#" "$work/$chart/values.yaml"
+for part in "${admission_parts[@]}"; do
+  cp -r "$repo/charts/$admission/charts/$part" "$work/$admission-$part"
+  sed -i "s/^version: .*/version: $chart_version/; s/^appVersion: .*/appVersion: $version/" "$work/$admission-$part/Chart.yaml"
+done
+sed -i "0,/^  repository: .*/s##  repository: $image_repository#; 0,/^  tag: .*/s##  tag: $version#" "$work/$admission-runtime/values.yaml"
 
 # The node labeler runs the extension's own image: point the image vector at this release (same
 # key as the embedded entry, architectures included, so that it replaces it).
@@ -117,6 +130,19 @@ spec:
           ref: $chart_ref
       values:
 $(values "        ")
+    admission:
+      runtimeCluster:
+        helm:
+          ociRepository:
+            ref: $(admission_ref runtime)
+      virtualCluster:
+        helm:
+          ociRepository:
+            ref: $(admission_ref application)
+      values:
+        image:
+          repository: $image_repository
+          tag: $version
 YAML
 }
 
@@ -132,6 +158,10 @@ mkdir -p "$dist"
 helm=${HELM:-$(command -v helm || echo "${TESTBIN_DIR:-$repo/.testbin}/helm")}
 "$helm" package "$work/$chart" --destination "$dist" >/dev/null
 [ -f "$dist/$chart-$chart_version.tgz" ] || { echo "[release] error: helm package wrote no $chart-$chart_version.tgz" >&2; exit 1; }
+for part in "${admission_parts[@]}"; do
+  "$helm" package "$work/$admission-$part" --destination "$dist" >/dev/null
+  [ -f "$dist/$admission-$part-$chart_version.tgz" ] || { echo "[release] error: helm package wrote no $admission-$part-$chart_version.tgz" >&2; exit 1; }
+done
 registration >"$dist/controller-registration.yaml"
 extension >"$dist/extension.yaml"
 cat >"$dist/PUSH.md" <<MD
@@ -147,8 +177,16 @@ cat >"$dist/PUSH.md" <<MD
 
    which publishes \`$chart_ref\`, the reference in extension.yaml.
 
-3. Register: \`kubectl apply -f controller-registration.yaml\` (garden cluster), or
-   \`kubectl apply -f extension.yaml\` (gardener-operator's runtime cluster).
+3. The garden admission's charts (same image):
+
+       helm push $dist/$admission-runtime-$chart_version.tgz oci://$chart_repository
+       helm push $dist/$admission-application-$chart_version.tgz oci://$chart_repository
+
+   which publish \`$(admission_ref runtime)\` and \`$(admission_ref application)\`.
+
+4. Register: \`kubectl apply -f extension.yaml\` (gardener-operator's runtime cluster; it deploys
+   the admission too), or \`kubectl apply -f controller-registration.yaml\` (garden cluster; the
+   admission charts are then installed with helm, see docs/operations.md).
 MD
-echo "[release] $version in $dist: $chart-$chart_version.tgz, controller-registration.yaml, extension.yaml, PUSH.md"
-echo "[release] image $image_repository:$version, chart $chart_ref"
+echo "[release] $version in $dist: $chart-$chart_version.tgz, $admission-{runtime,application}-$chart_version.tgz, controller-registration.yaml, extension.yaml, PUSH.md"
+echo "[release] image $image_repository:$version, chart $chart_ref, admission charts $(admission_ref runtime) $(admission_ref application)"
