@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 TESTBIN_DIR ?= $(CURDIR)/.testbin
 export TESTBIN_DIR
 
-.PHONY: all build testbin tools test unit lint fmt local bench generate check-generate clean-testbin release
+.PHONY: all build testbin tools test test-node unit lint fmt local bench generate check-generate clean-testbin release
 
 all: build
 
@@ -24,6 +24,12 @@ test: testbin tools
 
 unit:
 	cargo test --locked --lib
+
+## The Firecracker node preparation in Debian VMs (qemu, TCG): devmapper script, unit and containerd
+## 1.7/2.2 config as gardener-node-agent applies them. Image and binaries are cached in $(TESTBIN_DIR)/node-vm.
+test-node: tools
+	bash hack/node-vm.sh build
+	cargo test --locked --test node_vm -- --test-threads 2
 
 lint:
 	cargo fmt --all -- --check

@@ -25,7 +25,8 @@ cargo test --locked --all-targets --no-run
 targets=(--lib --bins --examples --benches)
 for f in tests/*.rs; do
   n=$(basename "$f" .rs)
-  [ "$n" = "$slow" ] || targets+=(--test "$n")
+  # node_vm boots VMs: `make test-node` runs it
+  [ "$n" = "$slow" ] || [ "$n" = node_vm ] || targets+=(--test "$n")
 done
 status=0
 cargo test --locked "${targets[@]}" || status=$?

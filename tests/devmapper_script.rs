@@ -7,7 +7,11 @@
 //!   pools as files; loop devices are real when this process may attach them (root and a free
 //!   loop device), else faked too. It checks the data-safety rules: first run creates, second run
 //!   is a no-op, after a simulated reboot the same files are re-attached without truncating or
-//!   wiping them, an existing loop device is reused, inconsistent state is refused.
+//!   wiping them, an existing loop device is reused, a larger size grows the data file and a
+//!   smaller one is ignored, inconsistent state is refused.
+//!
+//! Both take containerd's devmapper drop-in path from the environment (never the host's). The
+//! real-kernel behaviour with systemd and containerd is in tests/node_vm.rs.
 
 use gardener_extension_runtime_kata::api::kata_config::Devmapper;
 use gardener_extension_runtime_kata::node::devmapper::setup_script;
@@ -36,6 +40,9 @@ impl Sandbox {
     fn snapshotter_root(&self) -> PathBuf {
         self.dir.path().join("snapshotter")
     }
+    fn dropin(&self) -> PathBuf {
+        self.dir.path().join("kata-devmapper.toml")
+    }
     fn run(&self, pool: &str, data: u64, meta: u64) -> Output {
         Command::new("bash")
             .arg(&self.script)
@@ -46,6 +53,9 @@ impl Sandbox {
             .env("KATA_DEVMAPPER_DATA_SIZE", data.to_string())
             .env("KATA_DEVMAPPER_METADATA_SIZE", meta.to_string())
             .env("KATA_DEVMAPPER_SNAPSHOTTER_ROOT", self.snapshotter_root())
+            // the host's disk may be fuller than the node reserve allows; tests/node_vm.rs checks it
+            .env("KATA_DEVMAPPER_RESERVE_PERCENT", "0")
+            .env("KATA_DEVMAPPER_CONTAINERD_DROPIN", self.dropin())
             .output()
             .expect("running bash")
     }
@@ -211,6 +221,13 @@ fn sha(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+fn sha_prefix(path: &Path, len: u64) -> String {
+    let mut f = std::fs::File::open(path).unwrap().take(len);
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    hex::encode(h.finalize())
+}
+
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
@@ -236,7 +253,8 @@ fn simulated_cycle(fake_loops: bool) {
 
     // 1. first run: files, pool
     let log = ok(&sb.run(pool, data, meta));
-    assert!(log.contains("creating sparse backing files"), "{log}");
+    assert!(log.contains("creating backing files"), "{log}");
+    assert!(log.contains("preallocated"), "{log}");
     assert_eq!(std::fs::metadata(&data_file).unwrap().len(), data);
     assert_eq!(std::fs::metadata(&meta_file).unwrap().len(), meta);
     let mut head = vec![0u8; 4096];
@@ -246,7 +264,12 @@ fn simulated_cycle(fake_loops: bool) {
     let data_dev = loops_of(&data_file, &sb);
     let meta_dev = loops_of(&meta_file, &sb);
     assert_eq!((data_dev.len(), meta_dev.len()), (1, 1));
-    let table = format!("0 {} thin-pool {} {} 128 32768\n", data / 512, meta_dev[0], data_dev[0]);
+    let table = format!(
+        "0 {} thin-pool {} {} 128 32768 1 error_if_no_space\n",
+        data / 512,
+        meta_dev[0],
+        data_dev[0]
+    );
     assert_eq!(sb.pool_table(pool).as_deref(), Some(table.as_str()));
 
     // the kernel formats the metadata and containers write data
@@ -269,22 +292,37 @@ fn simulated_cycle(fake_loops: bool) {
     assert_eq!(loops_of(&data_file, &sb), data_dev, "no second loop device");
     assert!(sb.pool_table(pool).is_some());
 
-    // 4. reboot: pool and loop devices gone; a different configured size must not resize anything
+    // 4. reboot: pool and loop devices gone; a larger configured size grows the data file in
+    //    place (preallocated), its content and the metadata stay
     std::fs::remove_file(sb.state().join("pools").join(pool)).unwrap();
     sb.detach_loops();
     assert!(loops_of(&data_file, &sb).is_empty());
     let log = ok(&sb.run(pool, 2 * data, meta));
     assert!(log.contains("re-attaching the existing backing files"), "{log}");
-    assert!(log.contains("keeping the existing size"), "{log}");
-    assert_eq!((sha(&data_file), sha(&meta_file)), (data_sum, meta_sum), "no data loss");
-    assert_eq!(std::fs::metadata(&data_file).unwrap().len(), data);
+    assert!(log.contains("growing"), "{log}");
+    assert_eq!(sha_prefix(&data_file, data), data_sum, "no data loss");
+    assert_eq!(sha(&meta_file), meta_sum, "metadata untouched");
+    assert_eq!(std::fs::metadata(&data_file).unwrap().len(), 2 * data);
     assert!(sb.snapshotter_root().exists(), "snapshotter state kept with its pool");
     let table = sb.pool_table(pool).unwrap();
     let (d, m) = (loops_of(&data_file, &sb), loops_of(&meta_file, &sb));
     assert_eq!(
         table,
-        format!("0 {} thin-pool {} {} 128 32768\n", data / 512, m[0], d[0])
+        format!(
+            "0 {} thin-pool {} {} 128 32768 1 error_if_no_space\n",
+            2 * data / 512,
+            m[0],
+            d[0]
+        )
     );
+
+    // 5. another reboot with a smaller configured size: never shrunk
+    std::fs::remove_file(sb.state().join("pools").join(pool)).unwrap();
+    sb.detach_loops();
+    let log = ok(&sb.run(pool, data, meta));
+    assert!(log.contains("never shrunk"), "{log}");
+    assert_eq!(std::fs::metadata(&data_file).unwrap().len(), 2 * data);
+    assert_eq!(sha_prefix(&data_file, data), data_sum);
 }
 
 #[test]
@@ -305,13 +343,18 @@ fn with_simulated_device_mapper_and_real_loops_if_possible() {
 fn refuses_what_it_cannot_do_safely() {
     let sb = sandbox(true);
     let (data, meta) = (64 * MI, 4 * MI);
-    // no thin-pool target in the kernel
+    // no thin-pool target in the kernel: fails, and takes containerd's devmapper config away
+    std::fs::write(sb.dropin(), "[plugins]\n").unwrap();
     std::fs::write(sb.state().join("no-thin"), "").unwrap();
     let out = sb.run("p", data, meta);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no device-mapper thin-pool target"), "{err}");
+    assert!(err.contains("disabled containerd's devmapper snapshotter"), "{err}");
     assert!(!sb.dm_dir().exists(), "nothing created");
+    assert!(!sb.dropin().exists());
+    let disabled = sb.dir.path().join("kata-devmapper.toml.disabled");
+    assert_eq!(std::fs::read_to_string(&disabled).unwrap(), "[plugins]\n");
     std::fs::remove_file(sb.state().join("no-thin")).unwrap();
 
     // a data file without metadata: refused, data untouched
@@ -327,6 +370,10 @@ fn refuses_what_it_cannot_do_safely() {
     std::fs::write(sb.dm_dir().join("metadata.new"), "").unwrap();
     let log = ok(&sb.run("p", data, meta));
     assert!(log.contains("completing an interrupted first run"), "{log}");
+    // the pool exists: containerd's devmapper config is back
+    assert!(log.contains("enabled containerd's devmapper snapshotter"), "{log}");
+    assert_eq!(std::fs::read_to_string(sb.dropin()).unwrap(), "[plugins]\n");
+    assert!(!disabled.exists());
     assert_eq!(std::fs::metadata(sb.dm_dir().join("data")).unwrap().len(), data);
 
     // invalid settings
@@ -340,6 +387,7 @@ fn refuses_what_it_cannot_do_safely() {
             .arg(&sb.script)
             .env("PATH", "/usr/bin:/bin")
             .env("KATA_DEVMAPPER_DIR", sb.dm_dir())
+            .env("KATA_DEVMAPPER_CONTAINERD_DROPIN", sb.dropin())
             .output()
             .unwrap();
         assert!(!out.status.success());
@@ -393,6 +441,8 @@ fn with_a_real_kernel() {
             .env("KATA_DEVMAPPER_DATA_SIZE", (256 * MI).to_string())
             .env("KATA_DEVMAPPER_METADATA_SIZE", (8 * MI).to_string())
             .env("KATA_DEVMAPPER_SNAPSHOTTER_ROOT", dir.path().join("snap"))
+            .env("KATA_DEVMAPPER_RESERVE_PERCENT", "0")
+            .env("KATA_DEVMAPPER_CONTAINERD_DROPIN", dir.path().join("dropin.toml"))
             .output()
             .unwrap()
     };

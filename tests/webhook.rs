@@ -207,7 +207,18 @@ async fn kata_fc_oscs_are_mutated_on_create_and_update_and_others_are_not() {
     assert_eq!(created.spec, expected(&sent).spec);
     let plugin = &created.spec.containerd_plugins()[0];
     assert_eq!(plugin.path, vec![DEVMAPPER_PLUGIN.to_string()]);
-    assert_eq!(plugin.values.as_ref().unwrap()["base_image_size"], "8GB");
+    assert_eq!(
+        plugin.op.as_deref(),
+        Some("remove"),
+        "the table lives in the drop-in file"
+    );
+    assert!(
+        created
+            .spec
+            .files
+            .iter()
+            .any(|f| f.path == devmapper::CONTAINERD_DROPIN_PATH)
+    );
 
     // update with stale content of "an older version" and without the plugins: repaired, not duplicated
     let mut stale = created.clone();

@@ -19,6 +19,14 @@ pub const POOL_NAME: &str = "devpool";
 pub const DATA_DIR: &str = "/var/lib/kata-devmapper";
 /// containerd's devmapper snapshotter state (`root_path`).
 pub const SNAPSHOTTER_ROOT: &str = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper";
+/// containerd drop-in with the devmapper snapshotter's configuration. gardener-node-agent makes
+/// containerd import `/etc/containerd/conf.d/*.toml`; the script renames the file to `*.disabled`
+/// while the pool is missing (see [`containerd_dropin`]).
+pub const CONTAINERD_DROPIN_PATH: &str = "/etc/containerd/conf.d/kata-devmapper.toml";
+/// File mode of the drop-in (0644, like containerd's config.toml).
+pub const CONTAINERD_DROPIN_PERMISSIONS: i32 = 0o644;
+/// containerd plugin path of the devmapper snapshotter (same in config v2, v3, v4).
+pub const DEVMAPPER_PLUGIN: &str = "io.containerd.snapshotter.v1.devmapper";
 
 const SCRIPT_TEMPLATE: &str = include_str!("kata-devmapper-setup.sh");
 
@@ -30,6 +38,28 @@ pub fn setup_script(dm: &Devmapper) -> String {
         .replace("@METADATA_SIZE@", &dm.metadata_size.to_string())
         .replace("@SNAPSHOTTER_ROOT@", SNAPSHOTTER_ROOT)
         .replace("@DATA_DIR@", DATA_DIR)
+        .replace("@UNIT_NAME@", UNIT_NAME)
+        .replace("@CONTAINERD_DROPIN@", CONTAINERD_DROPIN_PATH)
+}
+
+/// containerd's devmapper snapshotter configuration, as a drop-in rather than in config.toml:
+/// containerd 2.x (unlike 1.7) fails its metadata plugin, and with it images, containers and CRI
+/// for *all* pods, when a configured snapshotter cannot load (`ic.GetByType` in containerd/plugin
+/// 1.0 returns the first error). Only a file can be taken away while the pool is missing; a table
+/// in config.toml could not (gardener-node-agent never removes keys). The file has no `version`:
+/// containerd 1.7 then keeps the main file's version 2, and 2.x migrates it to the main file's
+/// version; the plugin key is the same in all versions.
+pub fn containerd_dropin(dm: &Devmapper) -> String {
+    format!(
+        "# Managed by gardener-extension-runtime-kata (OperatingSystemConfig webhook). {SCRIPT_PATH}\n\
+         # renames this file to *.disabled while the thin-pool {POOL_NAME} is missing.\n\
+         [plugins.\"{DEVMAPPER_PLUGIN}\"]\n\
+         \x20 pool_name = \"{POOL_NAME}\"\n\
+         \x20 root_path = \"{SNAPSHOTTER_ROOT}\"\n\
+         \x20 base_image_size = \"{}\"\n\
+         \x20 discard_blocks = true\n",
+        containerd_size(dm.base_image_size)
+    )
 }
 
 /// The unit: a oneshot that stays "active" after the script ran, ordered before containerd and
@@ -93,6 +123,8 @@ mod tests {
             "@DATA_SIZE@",
             "@METADATA_SIZE@",
             "@SNAPSHOTTER_ROOT@",
+            "@UNIT_NAME@",
+            "@CONTAINERD_DROPIN@",
         ] {
             assert!(!s.contains(placeholder), "unreplaced {placeholder}");
         }
@@ -118,6 +150,22 @@ mod tests {
             !u.contains("RequiredBy"),
             "a failing pool setup must not block containerd"
         );
+    }
+
+    #[test]
+    fn containerd_dropin_configures_only_the_devmapper_snapshotter() {
+        let d = containerd_dropin(&dm());
+        assert!(
+            d.contains("[plugins.\"io.containerd.snapshotter.v1.devmapper\"]\n  pool_name = \"devpool\"\n"),
+            "{d}"
+        );
+        assert!(d.contains("  base_image_size = \"10GB\"\n"), "{d}");
+        assert!(d.contains("  discard_blocks = true\n"), "{d}");
+        assert!(
+            !d.contains("version"),
+            "a version would override the main config's: {d}"
+        );
+        assert_eq!(d.lines().filter(|l| l.starts_with('[')).count(), 1);
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! shim (`fc`) enabled, the webhook ensures
 //! - the devmapper setup script ([`node::devmapper::SCRIPT_PATH`]),
 //! - the unit [`node::devmapper::UNIT_NAME`] that runs it before containerd,
-//! - containerd's devmapper snapshotter configuration via `criConfig.containerd.plugins`.
+//! - containerd's devmapper snapshotter configuration as the drop-in file
+//!   [`node::devmapper::CONTAINERD_DROPIN_PATH`], which the script disables while the pool is
+//!   missing (containerd 2.x runs no pod at all while a configured snapshotter fails to load),
+//! - an `op: remove` entry for the devmapper table in `criConfig.containerd.plugins`: versions
+//!   before the drop-in put the table into config.toml, where gardener-node-agent never removes it.
 //!
 //! "Ensure" means: an entry with our file path / unit name / plugin path is replaced by the current
 //! content (stale content of an older extension version is replaced, never duplicated), so mutating
@@ -17,7 +21,8 @@
 //! for v3. We therefore add only what is valid for every config version and cannot break a node:
 //!
 //! - `[plugins."io.containerd.snapshotter.v1.devmapper"]` with `pool_name`, `root_path`,
-//!   `base_image_size`, `discard_blocks = true`: the same key in v2, v3 and v4. It configures the
+//!   `base_image_size`, `discard_blocks = true` (in the drop-in, imported by every version; in
+//!   config.toml only removed): the same key in v2, v3 and v4. It configures the
 //!   snapshotter plugin only; the snapshotter is bound to the `kata-fc` handler alone by kata-deploy
 //!   (`SNAPSHOTTER_HANDLER_MAPPING=fc:devmapper`, set by the controller), which writes the per-handler
 //!   `snapshotter` (and for v3 the `cri.v1.images` `runtime_platforms` entry). We never touch the
@@ -56,7 +61,7 @@ use serde_json::{Value, json};
 /// The container runtime type this extension serves.
 pub const RUNTIME_TYPE: &str = "kata";
 /// containerd plugin path of the devmapper snapshotter (same in config v2, v3, v4).
-pub const DEVMAPPER_PLUGIN: &str = "io.containerd.snapshotter.v1.devmapper";
+pub const DEVMAPPER_PLUGIN: &str = devmapper::DEVMAPPER_PLUGIN;
 /// containerd plugin path of the CRI image service (config v3+).
 pub const CRI_IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
 
@@ -175,15 +180,35 @@ pub fn script_file(dm: &Devmapper) -> File {
     }
 }
 
-/// The unit as it appears in the OSC. `filePaths` restarts it when the script changes, which is
-/// harmless: the script is idempotent.
+/// containerd's devmapper configuration as it appears in the OSC (see [`devmapper::containerd_dropin`]).
+pub fn containerd_dropin_file(dm: &Devmapper) -> File {
+    File {
+        path: devmapper::CONTAINERD_DROPIN_PATH.to_string(),
+        permissions: Some(devmapper::CONTAINERD_DROPIN_PERMISSIONS),
+        content: FileContent {
+            inline: Some(InlineContent {
+                encoding: "b64".into(),
+                data: base64::engine::general_purpose::STANDARD.encode(devmapper::containerd_dropin(dm)),
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The unit as it appears in the OSC. `filePaths` restarts it when the script or the drop-in
+/// changes, which is harmless: the script is idempotent, and it re-disables a rewritten drop-in
+/// while the pool is missing.
 pub fn setup_unit() -> Unit {
     Unit {
         name: devmapper::UNIT_NAME.to_string(),
         command: Some("start".into()),
         enable: Some(true),
         content: Some(devmapper::unit()),
-        file_paths: vec![devmapper::SCRIPT_PATH.to_string()],
+        file_paths: vec![
+            devmapper::SCRIPT_PATH.to_string(),
+            devmapper::CONTAINERD_DROPIN_PATH.to_string(),
+        ],
         ..Default::default()
     }
 }
@@ -197,11 +222,13 @@ struct OwnedPlugin {
 
 impl OwnedPlugin {
     fn owns(&self, other: &PluginConfig) -> bool {
-        if other.path != self.entry.path || other.op.as_deref().is_some_and(|op| op != "add") {
+        if other.path != self.entry.path {
             return false;
         }
         match self.shared_keys {
+            // a whole table we own: whatever the op (older versions added it, we remove it)
             None => true,
+            Some(_) if other.op.as_deref().is_some_and(|op| op != "add") => false,
             Some(keys) => match &other.values {
                 Some(Value::Object(values)) => values.keys().all(|k| keys.contains(&k.as_str())),
                 _ => false,
@@ -210,17 +237,14 @@ impl OwnedPlugin {
     }
 }
 
-fn owned_plugins(dm: &Devmapper, settings: &MutationSettings) -> Vec<OwnedPlugin> {
+fn owned_plugins(settings: &MutationSettings) -> Vec<OwnedPlugin> {
+    // The table lives in the drop-in; config.toml must not keep one of an older version (it would
+    // stay when the pool is missing, and break containerd 2.x).
     let mut plugins = vec![OwnedPlugin {
         entry: PluginConfig {
-            op: Some("add".into()),
+            op: Some("remove".into()),
             path: vec![DEVMAPPER_PLUGIN.into()],
-            values: Some(json!({
-                "pool_name": devmapper::POOL_NAME,
-                "root_path": devmapper::SNAPSHOTTER_ROOT,
-                "base_image_size": devmapper::containerd_size(dm.base_image_size),
-                "discard_blocks": true,
-            })),
+            values: None,
         },
         shared_keys: None,
     }];
@@ -268,16 +292,19 @@ pub struct Outcome {
 pub fn mutate_spec(spec: &mut OperatingSystemConfigSpec, dm: &Devmapper, settings: &MutationSettings) -> Outcome {
     let mut outcome = Outcome::default();
     ensure(&mut spec.files, script_file(dm), |f| f.path == devmapper::SCRIPT_PATH);
+    ensure(&mut spec.files, containerd_dropin_file(dm), |f| {
+        f.path == devmapper::CONTAINERD_DROPIN_PATH
+    });
     ensure(&mut spec.units, setup_unit(), |u| u.name == devmapper::UNIT_NAME);
     match spec.cri_config.as_mut().and_then(|c| c.containerd.as_mut()) {
-        Some(containerd) => ensure_plugins(containerd, dm, settings),
+        Some(containerd) => ensure_plugins(containerd, settings),
         None => outcome.warnings.push(NO_CONTAINERD_WARNING.to_string()),
     }
     outcome
 }
 
-fn ensure_plugins(containerd: &mut ContainerdConfig, dm: &Devmapper, settings: &MutationSettings) {
-    for owned in owned_plugins(dm, settings) {
+fn ensure_plugins(containerd: &mut ContainerdConfig, settings: &MutationSettings) {
+    for owned in owned_plugins(settings) {
         let entry = owned.entry.clone();
         ensure(&mut containerd.plugins, entry, |p| owned.owns(p));
     }
@@ -400,6 +427,17 @@ pub fn mutate(
         |f| f.path == devmapper::SCRIPT_PATH,
         &mut ops,
     )?;
+    // each ensure sees the files as the previous one left them
+    let mut files = spec.files.clone();
+    ensure(&mut files, script_file(dm), |f| f.path == devmapper::SCRIPT_PATH);
+    ensure_ops(
+        "/spec/files",
+        &files,
+        &mut presence.files,
+        &containerd_dropin_file(dm),
+        |f| f.path == devmapper::CONTAINERD_DROPIN_PATH,
+        &mut ops,
+    )?;
     ensure_ops(
         "/spec/units",
         &spec.units,
@@ -413,7 +451,7 @@ pub fn mutate(
         Some(containerd) => {
             // each ensure sees the plugins as the previous one left them
             let mut plugins = containerd.plugins.clone();
-            for owned in owned_plugins(dm, settings) {
+            for owned in owned_plugins(settings) {
                 ensure_ops(
                     "/spec/criConfig/containerd/plugins",
                     &plugins,
@@ -546,14 +584,26 @@ mod tests {
         let u = o.spec.units.iter().find(|u| u.name == devmapper::UNIT_NAME).unwrap();
         assert_eq!(u.command.as_deref(), Some("start"));
         assert_eq!(u.enable, Some(true));
+        let d = o
+            .spec
+            .files
+            .iter()
+            .find(|f| f.path == devmapper::CONTAINERD_DROPIN_PATH)
+            .unwrap();
+        assert_eq!(d.permissions, Some(0o644));
+        let dropin = base64::engine::general_purpose::STANDARD
+            .decode(&d.content.inline.as_ref().unwrap().data)
+            .unwrap();
+        let dropin = String::from_utf8(dropin).unwrap();
+        assert!(dropin.contains("pool_name = \"devpool\""), "{dropin}");
+        assert!(dropin.contains("base_image_size = \"5GB\""), "{dropin}");
+        assert!(u.file_paths.contains(&devmapper::CONTAINERD_DROPIN_PATH.to_string()));
         let plugins = &o.spec.cri_config.unwrap().containerd.unwrap().plugins;
         assert_eq!(plugins.len(), 2);
+        // the table of older versions leaves config.toml
         assert_eq!(plugins[0].path, vec![DEVMAPPER_PLUGIN.to_string()]);
-        assert_eq!(
-            plugins[0].values,
-            Some(json!({"pool_name": "devpool", "root_path": devmapper::SNAPSHOTTER_ROOT,
-                "base_image_size": "5GB", "discard_blocks": true}))
-        );
+        assert_eq!(plugins[0].op.as_deref(), Some("remove"));
+        assert_eq!(plugins[0].values, None);
         assert_eq!(plugins[1].values, Some(json!({"use_local_image_pull": true})));
         // nothing else is touched
         assert_eq!(o.spec.units[0].name, "kubelet.service");
@@ -630,7 +680,11 @@ mod tests {
         assert_eq!(o.spec.units.len(), 2);
         let plugins = o.spec.cri_config.unwrap().containerd.unwrap().plugins;
         assert_eq!(plugins.len(), 3);
-        assert_eq!(plugins[0].values.as_ref().unwrap()["pool_name"], "devpool");
+        assert_eq!(
+            plugins[0].op.as_deref(),
+            Some("remove"),
+            "the old table is replaced by a remove"
+        );
         assert_eq!(plugins[1].values, Some(json!({"max_concurrent_downloads": 5})));
         assert_eq!(plugins[2].values, Some(json!({"use_local_image_pull": true})));
     }
@@ -685,6 +739,7 @@ mod tests {
     fn arb_file() -> impl Strategy<Value = File> {
         let path = prop_oneof![
             Just(devmapper::SCRIPT_PATH.to_string()),
+            Just(devmapper::CONTAINERD_DROPIN_PATH.to_string()),
             "/etc/[a-z]{1,6}".prop_map(|s| s),
         ];
         (path, "[a-zA-Z0-9 ]{0,12}", proptest::option::of(0i32..0o777)).prop_map(|(path, data, permissions)| File {
@@ -783,10 +838,12 @@ mod tests {
             prop_assert!(second.patch.0.is_empty(), "second patch: {:?}", second.patch);
             // exactly one of each, with the current content
             prop_assert_eq!(o1.spec.files.iter().filter(|f| f.path == devmapper::SCRIPT_PATH).count(), 1);
+            prop_assert_eq!(o1.spec.files.iter().filter(|f| f.path == devmapper::CONTAINERD_DROPIN_PATH).count(), 1);
             prop_assert_eq!(o1.spec.units.iter().filter(|u| u.name == devmapper::UNIT_NAME).count(), 1);
             if let Some(c) = o1.spec.cri_config.as_ref().and_then(|c| c.containerd.as_ref()) {
-                let ours: Vec<_> = c.plugins.iter().filter(|p| p.path == vec![DEVMAPPER_PLUGIN.to_string()] && p.op.as_deref() != Some("remove")).collect();
+                let ours: Vec<_> = c.plugins.iter().filter(|p| p.path == vec![DEVMAPPER_PLUGIN.to_string()]).collect();
                 prop_assert_eq!(ours.len(), 1);
+                prop_assert_eq!(ours[0].op.as_deref(), Some("remove"));
             }
             // typed mutation agrees with the patched object
             let mut typed = o.clone();
