@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CONCURRENCY: usize = 5;
+/// The extension's health check period (its default).
+const HEALTH_SYNC_SECONDS: u64 = 30;
+/// How long the health checks' request rate is sampled (two rounds).
+const HEALTH_WINDOW: Duration = Duration::from_secs(60);
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -68,6 +72,55 @@ fn diff(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, n: usize)
         .map(|(k, v)| format!("{k} {v:.2}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Requests per minute by verb between two snapshots `window` apart ("none" when there were none).
+fn per_minute(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, window: Duration) -> String {
+    let per_min = diff(after, before, 1)
+        .split(", ")
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (verb, v) = s.split_once(' ').unwrap_or((s, "0"));
+            format!(
+                "{verb} {:.0}",
+                v.parse::<f64>().unwrap_or(0.0) * 60.0 / window.as_secs_f64()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if per_min.is_empty() { "none".into() } else { per_min }
+}
+
+fn health_of(cr: &ContainerRuntime) -> Option<&str> {
+    cr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SystemComponentsHealthy")
+        .map(|c| c.status.as_str())
+}
+
+/// Stand-in for the shoots' gardener-resource-manager: reports every ManagedResource of the
+/// namespaces applied, and healthy or not, as it would after a successful apply.
+async fn resource_manager_reports(client: &Client, namespaces: &[String], healthy: bool) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let health = if healthy { "True" } else { "False" };
+    let cond = |t: &str, s: &str| json!({"type": t, "status": s, "reason": t, "message": "", "lastTransitionTime": now, "lastUpdateTime": now});
+    stream::iter(namespaces.iter())
+        .for_each_concurrent(16, |ns| {
+            let cond = &cond;
+            async move {
+                let api = Api::<ManagedResource>::namespaced(client.clone(), ns);
+                for mr in api.list(&Default::default()).await.unwrap() {
+                    let status = json!({"status": {"observedGeneration": mr.metadata.generation,
+                        "conditions": [cond("ResourcesApplied", "True"), cond("ResourcesHealthy", health), cond("ResourcesProgressing", "False")]}});
+                    api.patch_status(&mr.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await;
 }
 
 fn cr(ns: &str, pool: &str, label: &str) -> ContainerRuntime {
@@ -173,19 +226,31 @@ impl Drop for Observer {
     }
 }
 
+/// The health checks at seed scale.
+#[derive(Default)]
+struct HealthRun {
+    /// From the first create until every object has its first health condition.
+    first: Duration,
+    first_requests: String,
+    progressing_per_min: String,
+    unhealthy_per_min: String,
+    healthy_per_min: String,
+}
+
 struct Run {
     wall: Duration,
     delete: Duration,
     per_reconcile: String,
     per_delete: String,
     steady: String,
+    health: HealthRun,
     peak_kib: u64,
     steady_kib: u64,
     ext_cpu: f64,
     api_cpu: f64,
 }
 
-async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize) -> Run {
+async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize, with_health: bool) -> Run {
     let label = format!("ext{n}");
     let namespaces = setup_namespaces(client, &label, n / 2).await;
     let port = free_port().unwrap();
@@ -195,6 +260,7 @@ async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize) -> R
         .arg(format!("--max-concurrent-reconciles={CONCURRENCY}"))
         .arg(format!("--metrics-bind-address=127.0.0.1:{port}"))
         .arg(format!("--health-bind-address=127.0.0.1:{}", free_port().unwrap()))
+        .arg(format!("--health-check-sync-period-seconds={HEALTH_SYNC_SECONDS}"))
         .stderr(Stdio::null())
         .spawn()
         .expect("starting the extension binary");
@@ -238,6 +304,38 @@ async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize) -> R
     tokio::time::sleep(Duration::from_millis(500)).await;
     let steady = diff(&requests_by_verb(&metrics(port).await), &s0, sample.len());
 
+    // health checks (largest N only: each window is two rounds): first conditions (nothing
+    // applied them here, so Progressing), then the request rate while they stay so, while the
+    // resource manager (stand-in) reports every installation unhealthy, and while all are healthy
+    let mut health = HealthRun::default();
+    if with_health {
+        let rate = |settle: bool| async move {
+            if settle {
+                tokio::time::sleep(Duration::from_secs(HEALTH_SYNC_SECONDS)).await;
+            }
+            let before = requests_by_verb(&metrics(port).await);
+            tokio::time::sleep(HEALTH_WINDOW).await;
+            per_minute(&requests_by_verb(&metrics(port).await), &before, HEALTH_WINDOW)
+        };
+        let h0 = requests_by_verb(&metrics(port).await);
+        observer
+            .wait(|items| items.iter().all(|c| health_of(c).is_some()))
+            .await;
+        health.first = t0.elapsed();
+        health.first_requests = diff(&requests_by_verb(&metrics(port).await), &h0, n);
+        health.progressing_per_min = rate(false).await;
+        resource_manager_reports(client, &namespaces, false).await;
+        observer
+            .wait(|items| items.iter().all(|c| health_of(c) == Some("False")))
+            .await;
+        health.unhealthy_per_min = rate(true).await;
+        resource_manager_reports(client, &namespaces, true).await;
+        observer
+            .wait(|items| items.iter().all(|c| health_of(c) == Some("True")))
+            .await;
+        health.healthy_per_min = rate(true).await;
+    }
+
     let d0 = requests_by_verb(&metrics(port).await);
     let t1 = Instant::now();
     stream::iter(
@@ -264,6 +362,7 @@ async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize) -> R
         per_reconcile: diff(&after, &before, n),
         per_delete,
         steady,
+        health,
         peak_kib,
         steady_kib,
         ext_cpu,
@@ -340,9 +439,22 @@ async fn main() {
         "| N | extension ready | baseline writes | ratio | delete all | API requests per object (create) | per object (delete) | steady-state re-reconcile | peak RSS | steady RSS | CPU extension / apiserver |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut health_rows = Vec::new();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
     for n in sizes {
         let base = run_baseline(&client, n).await;
-        let r = run_extension(&env, &client, &bin, n).await;
+        let r = run_extension(&env, &client, &bin, n, n == largest).await;
+        if n == largest {
+            let h = &r.health;
+            health_rows.push(format!(
+                "| {n} | {:.1} s | {} | {} | {} | {} |",
+                h.first.as_secs_f64(),
+                h.first_requests,
+                h.progressing_per_min,
+                h.unhealthy_per_min,
+                h.healthy_per_min
+            ));
+        }
         println!(
             "| {n} | {:.2} s | {:.2} s | {:.2} | {:.2} s | {} | {} | {} | {:.1} MiB | {:.1} MiB | {:.1} s / {:.1} s |",
             r.wall.as_secs_f64(),
@@ -357,5 +469,13 @@ async fn main() {
             r.ext_cpu,
             r.api_cpu
         );
+    }
+    println!();
+    println!(
+        "| N | every object has its first health condition (from the first create) | requests per object until then | requests per minute, all Progressing | all unhealthy | all healthy |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in health_rows {
+        println!("{row}");
     }
 }

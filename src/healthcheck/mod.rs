@@ -7,7 +7,7 @@
 //! writes a condition only when its status, reason, message or codes change, and never touches
 //! `lastOperation`, generation or annotations, so it triggers no reconcile. gardenlet judges
 //! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. The Cluster is
-//! read only for a pool that is not healthy (a hibernated shoot is reported healthy).
+//! read only for a pool that failed its check (a hibernated shoot is reported healthy).
 
 pub mod check;
 pub mod condition;
@@ -166,7 +166,9 @@ impl HealthChecker {
             progressing_threshold: self.opts.progressing_threshold,
         };
         let mut verdict = evaluate(&input);
-        if verdict.status != condition::TRUE && self.hibernated(&ns, memo).await {
+        // only a failure needs the Cluster: a hibernated shoot's resource manager is scaled down and
+        // its last word may be stale (a rollout is shown as it is)
+        if verdict.status == condition::FALSE && self.hibernated(&ns, memo).await {
             input.hibernated = true;
             verdict = evaluate(&input);
         }
