@@ -282,6 +282,22 @@ async fn the_admission_works_under_the_charts_rbac() {
         status.message
     );
 
+    // a deleted configuration is repaired at once (the seed webhook's rotation loop, shared)
+    let vwcs = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    vwcs.delete(admission::registration::DEFAULT_CONFIGURATION_NAME, &Default::default())
+        .await
+        .unwrap();
+    wait_webhook_active(&admin, &ns).await;
+    let repaired = vwcs
+        .get(admission::registration::DEFAULT_CONFIGURATION_NAME)
+        .await
+        .unwrap();
+    assert_eq!(
+        repaired.webhooks.unwrap()[0].client_config.ca_bundle,
+        webhook.client_config.ca_bundle,
+        "re-registered with the same CA"
+    );
+
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }

@@ -422,6 +422,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_skip_path_takes_well_under_a_millisecond() {
+        let (state, reads) = state(true);
+        let plain = body("CREATE", shoot("small", json!([{"type": "gvisor"}])), None);
+        let n = 1000u32;
+        let started = Instant::now();
+        for _ in 0..n {
+            let (status, _) = review(&state, &plain).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let each = started.elapsed() / n;
+        eprintln!("skip path: {each:?} per review");
+        assert!(each < std::time::Duration::from_millis(1), "{each:?} per review");
+        assert_eq!(reads.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn a_denial_lists_causes_with_field_paths() {
         let (state, reads) = state(false);
         let bad = json!([{"type": "kata", "providerConfig": {"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration", "debug": "yes"}}]);
