@@ -196,7 +196,10 @@ pub async fn wait_webhook_active(client: &kube::Client, ns: &str) {
             .await
         {
             Err(kube::Error::Api(s)) if s.message.starts_with(DENIED) => return,
-            other if Instant::now() > deadline => panic!("webhook not called after 60s: {other:?}"),
+            other if Instant::now() > deadline => panic!(
+                "webhook not called after 60s: {other:?}\ngardener-apiserver log tail:\n{}",
+                gardener_extension_runtime_kata::testenv::GardenEnv::shared().gardener_apiserver_log_tail()
+            ),
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
