@@ -9,6 +9,8 @@
 //! - [`registration`]: the MutatingWebhookConfiguration.
 //!
 //! [`run`] ties them together; the binary calls it with options from its `--webhook-config-*` flags.
+//! [`serve_tls`] (HTTPS, certificates, rotation, registration repair through a [`Registrar`]) is
+//! shared with the garden admission (`crate::admission`).
 
 pub mod certs;
 pub mod handler;
