@@ -153,7 +153,15 @@ case ${1:-build} in
     [ ${#parts[@]} -gt 0 ] || parts=(rootfs containerd nodeagent-apply)
     for part in "${parts[@]}"; do
       case $part in
-        rootfs) build_rootfs ;;
+        rootfs)
+          # debootstrap waits on downloads and dpkg, the Go builds on the CPU: run them side by side
+          if [ ${#parts[@]} -gt 1 ]; then
+            build_rootfs &
+            rootfs_pid=$!
+          else
+            build_rootfs
+          fi
+          ;;
         containerd)
           build_containerd "$CONTAINERD_1_VERSION" github.com/containerd/containerd
           build_containerd "$CONTAINERD_2_VERSION" github.com/containerd/containerd/v2
@@ -162,6 +170,7 @@ case ${1:-build} in
         *) die "unknown part $part" ;;
       esac
     done
+    if [ -n "${rootfs_pid:-}" ]; then wait "$rootfs_pid" || die "building the rootfs failed"; fi
     say "ready in $dir ($(($(date +%s) - start))s)"
     ;;
   assemble) assemble "${2:?root}" "${3:?variant}" ;;

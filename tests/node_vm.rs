@@ -21,6 +21,7 @@ use gardener_extension_runtime_kata::api::POOL_LABEL;
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
 use gardener_extension_runtime_kata::api::kata_config::{API_VERSION, DEFAULT_HYPERVISORS, KIND};
 use gardener_extension_runtime_kata::api::osc::OperatingSystemConfig;
+use gardener_extension_runtime_kata::node::devmapper::SCRIPT_PATH;
 use gardener_extension_runtime_kata::webhook::mutate::{self, MutationSettings};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -146,6 +147,10 @@ fn gardenlet_osc() -> Value {
 }
 
 /// The OSC after the webhook: mutated when the pool has fc, unchanged otherwise (the webhook skips).
+///
+/// `KATA_NODE_VM_SCRIPT=<file>` puts that script template (with the `@…@` placeholders of
+/// `src/node/kata-devmapper-setup.sh`) in place of the setup script, to see which tests catch a
+/// defective or older script.
 fn webhook_osc(data_size: &str, with_fc: bool) -> Value {
     let raw = gardenlet_osc();
     let osc: OperatingSystemConfig = serde_json::from_value(raw.clone()).unwrap();
@@ -155,6 +160,23 @@ fn webhook_osc(data_size: &str, with_fc: bool) -> Value {
             let m = mutate::mutate_raw(&raw, &osc, &dm, &MutationSettings::default()).unwrap();
             let mut out = raw;
             json_patch::patch(&mut out, &m.patch).unwrap();
+            if let Some(path) = std::env::var_os("KATA_NODE_VM_SCRIPT") {
+                use base64::Engine;
+                use gardener_extension_runtime_kata::node::devmapper as d;
+                let script = std::fs::read_to_string(&path)
+                    .expect("KATA_NODE_VM_SCRIPT")
+                    .replace("@POOL_NAME@", d::POOL_NAME)
+                    .replace("@DATA_SIZE@", &dm.data_size.to_string())
+                    .replace("@METADATA_SIZE@", &dm.metadata_size.to_string())
+                    .replace("@SNAPSHOTTER_ROOT@", d::SNAPSHOTTER_ROOT)
+                    .replace("@DATA_DIR@", d::DATA_DIR)
+                    .replace("@UNIT_NAME@", d::UNIT_NAME)
+                    .replace("@CONTAINERD_DROPIN@", d::CONTAINERD_DROPIN_PATH);
+                let data = base64::engine::general_purpose::STANDARD.encode(script);
+                let files = out["spec"]["files"].as_array_mut().unwrap();
+                let file = files.iter_mut().find(|f| f["path"] == SCRIPT_PATH).unwrap();
+                file["content"]["inline"]["data"] = Value::String(data);
+            }
             out
         }
         Err(skip) => {
@@ -245,17 +267,16 @@ impl Chain {
         let log_path = self.dir.join(format!("{phase}.console"));
         let mut log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let mut child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-no-reboot"])
+            // no VGA, CD-ROM, parallel port or NIC to probe at boot: the disk and a serial console
             .args([
-                "-accel",
-                "tcg",
-                "-m",
-                "1024",
-                "-smp",
-                "1",
-                "-nographic",
-                "-no-reboot",
-                "-nic",
+                "-nodefaults",
+                "-display",
                 "none",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
             ])
             .arg("-kernel")
             .arg(self.dir.join("vmlinuz"))
@@ -263,7 +284,7 @@ impl Chain {
             .arg(self.dir.join("initrd.img"))
             .arg("-append")
             .arg(format!(
-                "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=0 kata_test={phase}"
+                "root=/dev/vda rw console=ttyS0 panic=-1 quiet systemd.show_status=0 kata_test={phase}"
             ))
             .arg("-drive")
             .arg(format!(
@@ -547,9 +568,14 @@ macro_rules! node_tests {
                     "{}",
                     p.file("config-dump")
                 );
+                // the table comes from the drop-in; config.toml has none (node-agent removed the
+                // default one)
+                assert_eq!(p.fact("dropin"), "present");
+                let (toml, dump) = (p.file("config.toml"), p.file("config-dump"));
+                assert!(!toml.contains("io.containerd.snapshotter.v1.devmapper"), "{toml}");
                 assert!(
-                    p.file("config.toml")
-                        .contains("io.containerd.snapshotter.v1.devmapper")
+                    dump.replace('\'', "\"").contains("pool_name = \"devpool\""),
+                    "{dump}"
                 );
                 assert_eq!(p.fact("overlay_works"), "yes");
             }
@@ -631,11 +657,7 @@ macro_rules! node_tests {
                     allocated >= size,
                     "data file: {size} bytes, only {allocated} allocated: the pool overcommits the disk"
                 );
-                let (_, msize, mallocated) = p.backing("files", "metadata").unwrap();
-                assert!(
-                    mallocated >= msize,
-                    "metadata file: {msize} bytes, {mallocated} allocated"
-                );
+                // the metadata file stays sparse (about 64 bytes per data block in use)
             }
 
             #[test]
@@ -674,8 +696,18 @@ macro_rules! node_tests {
                     default_snapshotter(next.file("config-dump")).as_deref(),
                     Some("overlayfs")
                 );
-                // the unit and script are gone with the OSC entries
+                // script, unit and drop-in are gone with the OSC entries; containerd does not try
+                // to load the devmapper snapshotter any more
                 assert_eq!(next.fact("unit_active"), "inactive");
+                assert_eq!(next.fact("script"), "absent");
+                assert_eq!(next.fact("dropin"), "absent");
+                assert_ne!(next.fact("devmapper_plugin"), "error", "{}", next.file("plugins"));
+                assert_ne!(
+                    now.fact("devmapper_plugin-removed"),
+                    "error",
+                    "{}",
+                    now.file("plugins-removed")
+                );
             }
 
             #[test]
@@ -753,9 +785,9 @@ macro_rules! node_tests {
                 assert!(size >= GI / 4 && size % MI == 0, "{size}");
                 assert_eq!(p.pool_sectors("pool_table-fixed") * 512, size);
                 assert!(journal.contains("does not fit"), "{journal}");
-                // the node keeps a fifth of its disk free
+                // the node keeps about a fifth of its disk free (less what the guest wrote since)
                 assert!(
-                    p.num("fs_avail-fixed") * 5 >= p.num("fs_size-fixed") - 64 * MI,
+                    p.num("fs_avail-fixed") * 100 >= p.num("fs_size-fixed") * 15,
                     "{:?}",
                     p.facts
                 );
