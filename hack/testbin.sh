@@ -4,7 +4,7 @@
 # modules at pinned versions and places Gardener's seed CRDs next to them. Idempotent: binaries
 # already in the cache are kept.
 #
-#   hack/testbin.sh [crds|etcd|helm|kube-apiserver|gardener-resource-manager|gardener-apiserver ...]   (default: all)
+#   hack/testbin.sh [crds|operator-crds|etcd|helm|kube-apiserver|gardener-resource-manager|gardener-apiserver ...]   (default: all)
 #   TESTBIN_DIR   cache directory (default: <repo>/.testbin); survives `cargo clean`
 set -euo pipefail
 
@@ -138,6 +138,23 @@ place_crds() {
   echo "$GARDENER_VERSION" >"$stamp"
 }
 
+# gardener-operator's Extension CRD, apart from the seed CRDs (no seed has it): the admission
+# tests validate the generated extension.yaml against it.
+place_operator_crds() {
+  local crds=$dir/operator-crds stamp=$dir/operator-crds/.gardener-version
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
+    say "Gardener v$GARDENER_VERSION operator CRDs present"; return
+  fi
+  say "taking the operator Extension CRD of github.com/gardener/gardener v$GARDENER_VERSION (example/operator)"
+  local src
+  src=$(cd "$work" && go mod download -json "github.com/gardener/gardener@v$GARDENER_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  [ -f "$src/example/operator/10-crd-operator.gardener.cloud_extensions.yaml" ] || { echo "[testbin] error: no operator Extension CRD in $src" >&2; exit 1; }
+  rm -rf "$crds"; mkdir -p "$crds"
+  cp "$src/example/operator/10-crd-operator.gardener.cloud_extensions.yaml" "$crds/"
+  chmod 0644 "$crds"/*.yaml
+  echo "$GARDENER_VERSION" >"$stamp"
+}
+
 # gardener-resource-manager applies our ManagedResources into the shoot (and, as the seed's
 # instance, garbage-collects unreferenced secrets). Gardener's go.mod replaces its nested module
 # github.com/gardener/gardener/pkg/apis with ./pkg/apis, which the module zip leaves out, so the
@@ -203,10 +220,11 @@ GO
 
 start=$(date +%s)
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(crds etcd helm kube-apiserver gardener-resource-manager gardener-apiserver)
+[ ${#components[@]} -gt 0 ] || components=(crds operator-crds etcd helm kube-apiserver gardener-resource-manager gardener-apiserver)
 for c in "${components[@]}"; do
   case $c in
     crds) place_crds ;;
+    operator-crds) place_operator_crds ;;
     etcd) build_etcd ;;
     helm) build_helm ;;
     kube-apiserver) build_kube_apiserver ;;

@@ -301,3 +301,56 @@ async fn the_admission_works_under_the_charts_rbac() {
     shutdown.trigger();
     server.await.unwrap().unwrap();
 }
+
+/// `example/extension.yaml` (what `make generate` writes for the default release) is a valid
+/// gardener-operator `Extension`, admission charts included: a server-side dry-run against
+/// Gardener's own CRD (placed by hack/testbin.sh).
+#[tokio::test]
+async fn the_operator_extension_with_the_admission_is_valid() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let garden = GardenEnv::shared();
+    let admin = garden.kube().client().await;
+    let crd_file = Binaries::locate()
+        .unwrap()
+        .dir
+        .join("operator-crds/10-crd-operator.gardener.cloud_extensions.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(
+        &std::fs::read_to_string(&crd_file)
+            .unwrap_or_else(|e| panic!("{}: {e} (run hack/testbin.sh crds)", crd_file.display())),
+    )
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        kube::runtime::wait::await_condition(
+            crds,
+            "extensions.operator.gardener.cloud",
+            kube::runtime::conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/example/extension.yaml")).unwrap();
+    let extension: DynamicObject = serde_saphyr::from_str(&text).unwrap();
+    let admission = &extension.data["spec"]["deployment"]["admission"];
+    for (part, key) in [("runtime", "runtimeCluster"), ("application", "virtualCluster")] {
+        let reference = admission[key]["helm"]["ociRepository"]["ref"].as_str().unwrap();
+        assert!(
+            reference.contains(&format!("/gardener-extension-admission-runtime-kata-{part}:")),
+            "{reference}"
+        );
+    }
+    // the CRD prunes unknown fields: what comes back is what gardener-operator would read
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let stored = api_for(&admin, &extension)
+        .await
+        .create(&dry, &extension)
+        .await
+        .unwrap();
+    assert_eq!(stored.data["spec"]["deployment"]["admission"], *admission);
+}
