@@ -162,7 +162,28 @@ pub fn validate_shoot(
 ) -> Verdict {
     let mut verdict = Verdict::default();
     let mut judge = Judge { verdict: &mut verdict };
-    let mut provider_checked = false;
+    let had_kata = |w: &Worker| {
+        old.and_then(|o| o.worker(&w.name))
+            .is_some_and(|b| b.container_runtime(EXTENSION_TYPE).is_some())
+    };
+    // the provider rule, once per Shoot: the provider type is immutable, so only a pool that gets
+    // kata with this request can break it
+    let kata_pools: Vec<&Worker> = shoot
+        .spec
+        .provider
+        .workers
+        .iter()
+        .filter(|w| w.container_runtime(EXTENSION_TYPE).is_some())
+        .collect();
+    if !kata_pools.is_empty()
+        && let Err(message) = rules.requirements.check_provider(&shoot.spec.provider.type_)
+    {
+        judge.report(
+            "spec.provider.type".into(),
+            message,
+            kata_pools.iter().any(|w| !had_kata(w)),
+        );
+    }
     for (i, worker) in shoot.spec.provider.workers.iter().enumerate() {
         let Some(cri) = &worker.cri else { continue };
         for (j, runtime) in cri.container_runtimes.iter().enumerate() {
@@ -220,14 +241,7 @@ pub fn validate_shoot(
                 );
             }
 
-            // the operator's supported providers (one error per Shoot) and machine images
-            if !provider_checked {
-                provider_checked = true;
-                if let Err(message) = rules.requirements.check_provider(&shoot.spec.provider.type_) {
-                    // the provider type is immutable: only a new kata pool can break this rule
-                    judge.report("spec.provider.type".into(), message, before.is_none());
-                }
-            }
+            // the operator's supported machine images
             let image = worker
                 .machine
                 .image
@@ -410,17 +424,17 @@ mod tests {
         assert_eq!(
             fields(&v),
             [
-                "spec.provider.workers[0].cri.name",
                 "spec.provider.type",
+                "spec.provider.workers[0].cri.name",
                 "spec.provider.workers[0].machine.image.name",
                 "spec.provider.workers[0].machine.type",
             ]
         );
-        assert_eq!(v.errors[0].message, "kata needs cri.name \"containerd\", not \"cri-o\"");
         assert_eq!(
-            v.errors[1].message,
+            v.errors[0].message,
             "kata is not enabled for provider type \"azure\" on this landscape (enabled: aws, gcp)"
         );
+        assert_eq!(v.errors[1].message, "kata needs cri.name \"containerd\", not \"cri-o\"");
         assert_eq!(
             v.errors[3].message,
             "machine type \"small\" cannot run kata: it does not have the capability nestedVirtualization=supported in CloudProfile \"aws\" (machine types that have it: metal)"
@@ -501,6 +515,28 @@ mod tests {
             v.warnings.iter().any(|w| w.contains("providerConfig.hypervisors")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_provider_taken_off_the_list_warns_existing_pools_and_rejects_new_ones() {
+        let mut rules = rules();
+        rules.machine_type_capability = None;
+        rules.requirements.supported_providers = vec!["gcp".into()];
+        let old = shoot(json!([pool("a", "metal", "containerd", cfg(json!({})))]));
+        let mut scaled = old.clone();
+        scaled.spec.provider.workers[0].machine.type_ = "bigger".into();
+        let v = validate_shoot(&scaled, Some(&old), &rules, None);
+        assert!(v.errors.is_empty(), "{v:?}");
+        assert!(v.warnings[0].starts_with("spec.provider.type: kata is not enabled for provider type \"aws\""));
+        // a second kata pool is new kata on this provider, whichever pool comes first
+        let mut grown = old.clone();
+        grown
+            .spec
+            .provider
+            .workers
+            .push(serde_json::from_value(pool("b", "metal", "containerd", cfg(json!({})))).unwrap());
+        let v = validate_shoot(&grown, Some(&old), &rules, None);
+        assert_eq!(fields(&v), ["spec.provider.type"]);
     }
 
     #[test]
