@@ -104,17 +104,37 @@ fn admission() -> &'static Admission {
     })
 }
 
-async fn setup(name: &str) -> (kube::Client, String, &'static Admission) {
+/// The request counter is shared by all tests of this binary: the test that counts runs alone
+/// (write), the others side by side (read).
+static COUNTING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+#[allow(dead_code)]
+enum Turn {
+    Shared(tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+async fn setup_turn(name: &str, alone: bool) -> (kube::Client, String, &'static Admission, Turn) {
+    let turn = if alone {
+        Turn::Alone(COUNTING.write().await)
+    } else {
+        Turn::Shared(COUNTING.read().await)
+    };
     let admission = admission();
     let client = GardenEnv::shared().kube().client().await;
     let ns = project(&client, name).await;
     wait_webhook_active(&client, &ns).await;
-    (client, ns, admission)
+    (client, ns, admission, turn)
+}
+
+async fn setup(name: &str) -> (kube::Client, String, Turn) {
+    let (client, ns, _, turn) = setup_turn(name, false).await;
+    (client, ns, turn)
 }
 
 #[tokio::test]
 async fn a_valid_kata_shoot_is_created() {
-    let (client, ns, _) = setup("valid").await;
+    let (client, ns, _turn) = setup("valid").await;
     let created = create(
         &shoots(&client, &ns),
         shoot(
@@ -142,7 +162,7 @@ async fn a_valid_kata_shoot_is_created() {
 
 #[tokio::test]
 async fn invalid_kata_shoots_are_rejected_with_the_field_path() {
-    let (client, ns, _) = setup("invalid").await;
+    let (client, ns, _turn) = setup("invalid").await;
     let api = shoots(&client, &ns);
     let cases: [(&str, Value, &str, &str); 5] = [
         (
@@ -240,7 +260,7 @@ async fn invalid_kata_shoots_are_rejected_with_the_field_path() {
 
 #[tokio::test]
 async fn shoots_without_kata_never_reach_the_webhook() {
-    let (client, ns, admission) = setup("nokata").await;
+    let (client, ns, admission, _turn) = setup_turn("nokata", true).await;
     let before = admission.requests();
     create(
         &shoots(&client, &ns),
@@ -314,7 +334,7 @@ async fn patch_with_warnings(client: &kube::Client, ns: &str, name: &str, patch:
 
 #[tokio::test]
 async fn a_rule_that_changed_later_warns_on_unrelated_updates_and_judges_related_ones() {
-    let (client, ns, _) = setup("later").await;
+    let (client, ns, _turn) = setup("later").await;
     // a second profile, so that changing it does not disturb the other tests
     let profiles = core(&client, "CloudProfile", "cloudprofiles", None);
     let mut spec = profiles.get(PROFILE).await.unwrap().data["spec"].clone();
