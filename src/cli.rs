@@ -89,7 +89,8 @@ pub enum FailurePolicy {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Kubeconfig of the seed; in-cluster configuration when unset.
+    /// Kubeconfig of the seed (with `admission`: of the garden runtime cluster); in-cluster
+    /// configuration when unset.
     #[arg(long, env = "KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
