@@ -395,3 +395,56 @@ async fn a_rule_that_changed_later_warns_on_unrelated_updates_and_judges_related
         "{body}"
     );
 }
+
+/// A Shoot on a NamespacedCloudProfile: the machine types come from its merged
+/// `status.cloudProfileSpec`, which gardener-controller-manager writes in a landscape; here the
+/// test writes it (a stand-in: no controller manager runs), as the parent's spec plus the
+/// namespaced machine type.
+#[tokio::test]
+async fn machine_types_of_a_namespaced_cloudprofile_are_judged_by_its_merged_spec() {
+    let (client, ns, _turn) = setup("namespaced").await;
+    let parent = core(&client, "CloudProfile", "cloudprofiles", None)
+        .get(PROFILE)
+        .await
+        .unwrap();
+    let custom_type = json!({"name": "custom-metal", "cpu": "8", "gpu": "0", "memory": "32Gi", "usable": true,
+                              "capabilities": {"nestedVirtualization": ["supported"]}});
+    let profiles = core(&client, "NamespacedCloudProfile", "namespacedcloudprofiles", Some(&ns));
+    create(
+        &profiles,
+        json!({"apiVersion": "core.gardener.cloud/v1beta1", "kind": "NamespacedCloudProfile",
+               "metadata": {"name": "custom", "namespace": ns},
+               "spec": {"parent": {"kind": "CloudProfile", "name": PROFILE}, "machineTypes": [custom_type]}}),
+    )
+    .await
+    .unwrap();
+    let mut merged = parent.data["spec"].clone();
+    merged["machineTypes"].as_array_mut().unwrap().push(custom_type);
+    profiles
+        .patch_status(
+            "custom",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"cloudProfileSpec": merged}})),
+        )
+        .await
+        .unwrap();
+    let on_custom = |name: &str, machine: &str| {
+        let mut s = shoot(
+            &ns,
+            name,
+            json!([pool("kata", machine, "gardenlinux", kata(json!({})))]),
+        );
+        s["spec"]["cloudProfile"] = json!({"kind": "NamespacedCloudProfile", "name": "custom"});
+        s
+    };
+    create(&shoots(&client, &ns), on_custom("custom", "custom-metal"))
+        .await
+        .unwrap();
+    let status = denial(create(&shoots(&client, &ns), on_custom("small", "small")).await);
+    assert_eq!(
+        status.message,
+        format!(
+            "{DENIED}: Shoot \"small\" is invalid for kata: spec.provider.workers[0].machine.type: machine type \"small\" cannot run kata: it does not have the capability nestedVirtualization=supported in NamespacedCloudProfile \"{ns}/custom\" (machine types that have it: custom-metal, metal)"
+        )
+    );
+}
