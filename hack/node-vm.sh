@@ -26,7 +26,8 @@ dir=$(cd "$dir" && pwd)
 say() { printf '[node-vm] %s\n' "$*" >&2; }
 die() { printf '[node-vm] error: %s\n' "$*" >&2; exit 1; }
 
-# The rootfs recipe: a changed package list or setup below rebuilds it.
+# The rootfs recipe stamp: a changed package list rebuilds the rootfs; bump v<N> when changing
+# the setup in build_rootfs.
 ROOTFS_RECIPE="v1 $SUITE $PACKAGES"
 
 mirror() {
@@ -55,7 +56,7 @@ build_rootfs() {
   echo kata-node >"$tmp/etc/hostname"
   printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$tmp/etc/fstab"
   # no login prompts, no network, no timers we do not test: a quick and quiet boot
-  chroot "$tmp" systemctl set-default multi-user.target >/dev/null
+  chroot "$tmp" systemctl set-default multi-user.target >/dev/null 2>&1
   chroot "$tmp" systemctl mask getty@tty1.service serial-getty@ttyS0.service apt-daily.timer \
     apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-timesyncd.service >/dev/null 2>&1 || true
   rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/*

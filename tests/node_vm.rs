@@ -562,6 +562,7 @@ macro_rules! node_tests {
                 let p = &main_chain($variant).first;
                 assert_eq!(p.fact("devmapper_plugin"), "ok", "{}", p.file("plugins"));
                 assert_eq!(p.fact("overlayfs_plugin"), "ok", "{}", p.file("plugins"));
+                assert_eq!(p.fact("cri_plugin"), "ok", "{}", p.file("plugins"));
                 assert_eq!(
                     default_snapshotter(p.file("config-dump")).as_deref(),
                     Some("overlayfs"),
@@ -701,6 +702,7 @@ macro_rules! node_tests {
                 assert_eq!(next.fact("unit_active"), "inactive");
                 assert_eq!(next.fact("script"), "absent");
                 assert_eq!(next.fact("dropin"), "absent");
+                assert_eq!(next.fact("cri_plugin"), "ok", "{}", next.file("plugins"));
                 assert_ne!(next.fact("devmapper_plugin"), "error", "{}", next.file("plugins"));
                 assert_ne!(
                     now.fact("devmapper_plugin-removed"),
@@ -722,6 +724,7 @@ macro_rules! node_tests {
                 assert_eq!(p.fact("containerd_active"), "active");
                 assert_eq!(p.fact("overlay_works"), "yes", "non-fc pods keep working");
                 assert_eq!(p.fact("dropin"), "disabled", "{journal}");
+                assert_eq!(p.fact("cri_plugin"), "ok", "{}", p.file("plugins"));
                 assert_ne!(p.fact("devmapper_plugin"), "error", "{}", p.file("plugins"));
                 assert!(p.backing("files", "data").is_none(), "nothing created");
             }

@@ -41,6 +41,8 @@ record_state() { # SUFFIX
   ctr plugins ls >"$out/plugins$s" 2>&1
   fact "devmapper_plugin$s" "$(plugin_status io.containerd.snapshotter.v1 devmapper)"
   fact "overlayfs_plugin$s" "$(plugin_status io.containerd.snapshotter.v1 overlayfs)"
+  # the CRI plugin serves the kubelet: every pod on the node needs it
+  fact "cri_plugin$s" "$(plugin_status io.containerd.grpc.v1 cri)"
   fact "unit_result$s" "$(systemctl show -P Result kata-devmapper.service)"
   fact "unit_active$s" "$(systemctl show -P ActiveState kata-devmapper.service)"
   fact "containerd_active$s" "$(systemctl is-active containerd.service)"
