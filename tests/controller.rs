@@ -1081,10 +1081,14 @@ async fn a_hibernated_shoot_is_reported_healthy() {
     .await;
     let checker = ctl.health_checker(Duration::from_secs(600));
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    let c = eventually(Duration::from_secs(20), "a health condition", || async {
+    // (until the cache has the resource manager's report, the pool is merely not applied yet)
+    let c = eventually(Duration::from_secs(20), "the hibernation verdict", || async {
         checker.round().await;
         let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
-        system_components(&cr).ok_or_else(|| "none yet".to_string())
+        match system_components(&cr) {
+            Some(c) if c.status != "Progressing" => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "Shoot is hibernated"));

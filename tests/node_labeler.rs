@@ -236,6 +236,9 @@ async fn a_rolling_update_keeps_the_labels_and_an_uninstall_removes_them() {
     assert_eq!(l["worker.gardener.cloud/pool"], "a");
 }
 
+/// A predicate on a node's labels and its `KataRuntimeReady` condition.
+type NodeState = dyn Fn(&std::collections::BTreeMap<String, String>, &Option<(String, String, String)>) -> bool;
+
 /// What the node offers decides what is labelled, what the node condition says and whether the
 /// pod is ready; each change on the node is picked up by the periodic re-check.
 #[tokio::test]
@@ -274,22 +277,21 @@ async fn labels_condition_and_readiness_follow_what_the_node_can_run() {
         .spawn()
         .unwrap();
 
-    let wait =
-        |want: Box<dyn Fn(&std::collections::BTreeMap<String, String>, &Option<(String, String, String)>) -> bool>| {
-            let nodes = nodes.clone();
-            let name = name.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    let (l, c) = (labels(&nodes, &name).await, kata_condition(&nodes, &name).await);
-                    if want(&l, &c) {
-                        return c.unwrap();
-                    }
-                    assert!(Instant::now() < deadline, "node not as expected: {l:?} {c:?}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+    let wait = |want: Box<NodeState>| {
+        let nodes = nodes.clone();
+        let name = name.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (l, c) = (labels(&nodes, &name).await, kata_condition(&nodes, &name).await);
+                if want(&l, &c) {
+                    return c.unwrap();
                 }
+                assert!(Instant::now() < deadline, "node not as expected: {l:?} {c:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        };
+        }
+    };
 
     let (_, reason, message) = wait(Box::new(|l, c| {
         !l.contains_key(CLH) && !l.contains_key(FC) && c.as_ref().is_some_and(|c| c.0 == "False")

@@ -101,6 +101,6 @@ mod tests {
         let b2 = build("B", None, &verdict(FALSE, ""), &t);
         let merged = merge(&[b.clone(), a.clone()], b2.clone());
         assert_eq!(merged, vec![b2, a.clone()]);
-        assert_eq!(merge(&[a.clone()], b.clone()), vec![a, b]);
+        assert_eq!(merge(std::slice::from_ref(&a), b.clone()), vec![a, b]);
     }
 }
