@@ -11,7 +11,7 @@
 //! - main chain (per containerd version): first boot, clean reboot, unclean stop (qemu killed),
 //!   then in that boot a raised `dataSize` and fc removed, and a last boot without fc.
 //! - faults chain (per containerd version): `dm_thin_pool` hidden, then a full disk, then both
-//!   fixed, on a disk far smaller than the default `dataSize`.
+//!   fixed, on a disk far smaller than the default `dataSize`; then the pool is written full.
 //!
 //! The chains run once per test binary and are shared by the tests of their version. Without the
 //! VM parts (`hack/node-vm.sh build`, qemu, debugfs, root) the tests fail in CI (`CI` set) and are
@@ -767,6 +767,29 @@ macro_rules! node_tests {
                 assert!(journal.contains("restarting containerd"), "{journal}");
                 assert_eq!(p.fact("dropin-fixed"), "present");
                 assert_eq!(p.fact("sum_fixed"), p.fact("sum_fixed_reread"));
+            }
+
+            #[test]
+            fn a_full_pool_fails_writes_at_once_and_the_disk_does_not_notice() {
+                if !vm_available($variant) {
+                    return;
+                }
+                let p = &faults_chain($variant).faults;
+                assert_ne!(
+                    p.fact("fill_rc"),
+                    "0",
+                    "writing 4 GiB into a smaller pool must fail"
+                );
+                let status = p.fact("pool_status_full");
+                assert!(status.contains("out_of_data_space"), "{status}");
+                // error_if_no_space: no 60-second queueing before the error
+                assert!(p.num("fill_secs") < 600, "{:?}", p.facts);
+                // the pool's blocks were reserved up front: the file system keeps its free space
+                let (before, after) = (p.num("fs_avail-fixed"), p.num("fs_avail-pool-full"));
+                assert!(after + 64 * MI >= before, "free space {before} -> {after}");
+                assert_eq!(p.fact("fs_errors"), "0");
+                assert_eq!(p.fact("fs_writable"), "yes");
+                assert_eq!(p.fact("cri_plugin-pool-full"), "ok");
             }
 
             #[test]

@@ -8,7 +8,7 @@
 #   reboot         after a clean reboot: the file; then a second file, and the host kills the VM
 #   after-kill     after the unclean stop: both files; then a raised dataSize, then fc removed
 #   after-removal  after a reboot without fc
-#   faults         dm_thin_pool hidden, then a full disk, then both fixed
+#   faults         dm_thin_pool hidden, then a full disk, then both fixed, then a full pool
 set -uo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
@@ -214,6 +214,20 @@ case $phase in
       fact sum_fixed_reread "$(check_file fixed)"
       umount "$MNT"
     fi
+    # 4. the pool runs full: a thin volume larger than the pool (as kata-fc containers may have
+    #    together) written until writes fail; the node's file system must not notice
+    dmsetup message devpool 0 "create_thin 16777000"
+    dmsetup create kata-fill --table "0 $((4 << 21)) thin /dev/mapper/devpool 16777000"
+    start=$(date +%s)
+    dd if=/dev/zero of=/dev/mapper/kata-fill bs=1M count=4096 oflag=direct status=none 2>"$out/fill.log"
+    fact fill_rc "$?"
+    fact fill_secs "$(($(date +%s) - start))"
+    fact pool_status_full "$(dmsetup status devpool)"
+    record_state pool-full
+    fact fs_errors "$(dmesg | grep -c 'EXT4-fs error')"
+    fact fs_writable "$(echo probe >"$base/probe" && sync && echo yes || echo no)"
+    dmsetup remove kata-fill
+    dmsetup message devpool 0 "delete 16777000"
     finish
     ;;
   *)
