@@ -18,8 +18,9 @@ testbin:
 tools:
 	bash hack/install-tools.sh
 
-## Unit + integration tests against a real kube-apiserver and gardener-resource-manager.
-test: testbin tools
+## The whole suite: the node VM tests, then unit + integration tests against real kube-apiservers,
+## gardener-resource-manager and gardener-apiserver.
+test: testbin tools test-node
 	bash hack/test.sh
 
 unit:
