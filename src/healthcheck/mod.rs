@@ -53,14 +53,17 @@ pub struct HealthChecker {
     opts: HealthOptions,
 }
 
-/// A check is not due on objects in flux: being deleted, migrated or restored, or never reconciled.
-fn due(cr: &ContainerRuntime) -> bool {
+/// A check is not due on objects in flux: being deleted, migrated or restored, never reconciled,
+/// or reconciled less than `settle` ago. The last keeps the checks' writes out of a burst of
+/// reconciles (a seed starting up, many shoots created at once): the first condition of a new
+/// object waits for the round after it settled, and no reconcile competes with it.
+fn due(cr: &ContainerRuntime, settle: Duration) -> bool {
     if cr.metadata.deletion_timestamp.is_some() || matches!(operation_annotation(cr), Some(OP_MIGRATE | OP_RESTORE)) {
         return false;
     }
     match cr.status.as_ref().and_then(|s| s.last_operation.as_ref()) {
         None => false,
-        Some(op) => op.type_ != OperationType::Migrate,
+        Some(op) => op.type_ != OperationType::Migrate && since(&op.last_update_time) >= settle,
     }
 }
 
@@ -115,7 +118,7 @@ impl HealthChecker {
         }
         let mut hibernation: HashMap<String, bool> = HashMap::new();
         for cr in self.runtimes.state() {
-            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr) {
+            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr, self.opts.sync_period) {
                 continue;
             }
             round.checked += 1;
@@ -193,5 +196,47 @@ impl HealthChecker {
             .await?;
         tracing::info!(containerruntime = %cr.name_any(), namespace = %ns, status = verdict.status, message = %verdict.message, "{SYSTEM_COMPONENTS_HEALTHY} changed");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::common::{DefaultStatus, LastOperation, OperationState};
+
+    fn reconciled(seconds_ago: i64, type_: OperationType) -> ContainerRuntime {
+        let mut cr = ContainerRuntime::for_pool("kata", "a", None);
+        let at = k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(seconds_ago);
+        cr.status = Some(DefaultStatus {
+            last_operation: Some(LastOperation {
+                type_: type_.into(),
+                state: OperationState::Succeeded.into(),
+                progress: 100,
+                description: String::new(),
+                last_update_time: Time(at),
+            }),
+            ..Default::default()
+        });
+        cr
+    }
+
+    #[test]
+    fn checks_wait_until_an_object_settled_and_skip_objects_in_flux() {
+        let settle = Duration::from_secs(30);
+        assert!(!due(&reconciled(5, OperationType::Create), settle), "just reconciled");
+        assert!(due(&reconciled(60, OperationType::Create), settle));
+        assert!(!due(&reconciled(60, OperationType::Migrate), settle), "migrated away");
+        assert!(
+            !due(&ContainerRuntime::for_pool("kata", "a", None), settle),
+            "never reconciled"
+        );
+        let mut restoring = reconciled(60, OperationType::Reconcile);
+        restoring
+            .annotations_mut()
+            .insert(crate::api::OPERATION_ANNOTATION.into(), OP_RESTORE.into());
+        assert!(!due(&restoring, settle));
+        let mut deleting = reconciled(60, OperationType::Reconcile);
+        deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        assert!(!due(&deleting, settle));
     }
 }
