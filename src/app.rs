@@ -24,19 +24,29 @@ use std::time::Duration;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 pub async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    config_from(args.kubeconfig.as_deref(), "").await
+}
+
+/// The configuration from a kubeconfig file, or in-cluster without one; `what` names the cluster
+/// in errors ("garden"), empty for the extension's own.
+pub async fn config_from(path: Option<&std::path::Path>, what: &str) -> anyhow::Result<kube::Config> {
+    let kubeconfig = if what.is_empty() {
+        "kubeconfig".to_string()
+    } else {
+        format!("{what} kubeconfig")
+    };
+    match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading {kubeconfig} {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
-                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+                .with_context(|| format!("loading {kubeconfig} {}", p.display()))
         }
         None => kube::Config::infer()
             .await
-            .context("no kubeconfig given and no in-cluster configuration")?,
-    };
-    Ok(config)
+            .with_context(|| format!("no {kubeconfig} given and no in-cluster configuration")),
+    }
 }
 
 pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {

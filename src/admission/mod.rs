@@ -249,18 +249,7 @@ impl AdmissionArgs {
 }
 
 async fn client_from(path: Option<&PathBuf>, what: &str) -> anyhow::Result<kube::Client> {
-    let config = match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading {what} kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("loading {what} kubeconfig {}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .with_context(|| format!("no {what} kubeconfig given and no in-cluster configuration"))?,
-    };
+    let config = crate::app::config_from(path.map(PathBuf::as_path), what).await?;
     kube::Client::try_from(config).with_context(|| format!("building the {what} client"))
 }
 
