@@ -446,8 +446,15 @@ async fn migrate_keeps_shoot_objects_and_restore_brings_everything_back() {
     let cr = eventually(Duration::from_secs(20), "migrated", || async {
         let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
         let last = cr.status.as_ref().and_then(|s| s.last_operation.clone());
+        // Gardener's order: Succeeded first, then every finalizer goes (a separate write)
         match last {
-            Some(l) if l.type_ == OperationType::Migrate && l.state == OperationState::Succeeded => Ok(cr),
+            Some(l) if l.type_ == OperationType::Migrate && l.state == OperationState::Succeeded => {
+                if cr.finalizers().is_empty() {
+                    Ok(cr)
+                } else {
+                    Err(format!("finalizers left after migrate: {:?}", cr.finalizers()))
+                }
+            }
             other => Err(format!("{other:?}")),
         }
     })
