@@ -12,7 +12,7 @@
 
 use super::validate::{self, MachineTypeCatalog, Rules, Verdict};
 use crate::api::cluster::Shoot;
-use crate::runtime::metrics::{Metrics, WebhookCodeLabels, WebhookLabels};
+use crate::runtime::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -147,20 +147,9 @@ struct GroupResource {
 /// axum handler for POST `<path>`.
 pub async fn admit(State(state): State<Arc<AdmissionState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let labels = WebhookLabels {
-        webhook: state.webhook_label.clone(),
-    };
     let (status, response) = review(&state, &body).await;
     if let Some(m) = &state.metrics {
-        m.webhook_requests_total
-            .get_or_create(&WebhookCodeLabels {
-                webhook: state.webhook_label.clone(),
-                code: status.as_u16().to_string(),
-            })
-            .inc();
-        m.webhook_latency_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        m.record_webhook_request(&state.webhook_label, status.as_u16(), started.elapsed());
     }
     response
 }

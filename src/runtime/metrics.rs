@@ -65,6 +65,21 @@ pub struct RestLabels {
 }
 
 impl Metrics {
+    /// One answered admission request: its HTTP status and how long it took.
+    pub fn record_webhook_request(&self, webhook: &str, status: u16, elapsed: Duration) {
+        self.webhook_requests_total
+            .get_or_create(&WebhookCodeLabels {
+                webhook: webhook.into(),
+                code: status.to_string(),
+            })
+            .inc();
+        self.webhook_latency_seconds
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     pub fn new(registry: &mut Registry) -> Self {
         let hist = || Histogram::new(latency_buckets());
         let m = Self {

@@ -14,7 +14,7 @@ use crate::api::ContainerRuntime;
 use crate::api::cluster::Cluster;
 use crate::api::osc::OperatingSystemConfig;
 use crate::extension::truncate_for_status;
-use crate::runtime::metrics::{Metrics, WebhookCodeLabels, WebhookLabels};
+use crate::runtime::metrics::{Metrics, WebhookLabels};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -108,15 +108,7 @@ pub async fn admit(State(state): State<Arc<HandlerState>>, body: Bytes) -> Respo
         g.dec();
     }
     if let Some(m) = &state.metrics {
-        m.webhook_requests_total
-            .get_or_create(&WebhookCodeLabels {
-                webhook: state.webhook_label.clone(),
-                code: status.as_u16().to_string(),
-            })
-            .inc();
-        m.webhook_latency_seconds
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        m.record_webhook_request(&state.webhook_label, status.as_u16(), started.elapsed());
     }
     response
 }
