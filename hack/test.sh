@@ -29,7 +29,8 @@ for f in tests/*.rs; do
   [ "$n" = "$slow" ] || [ "$n" = node_vm ] || targets+=(--test "$n")
 done
 status=0
-cargo test --locked "${targets[@]}" || status=$?
+# every binary runs even when one fails, so one CI log shows every failure
+cargo test --locked --no-fail-fast "${targets[@]}" || status=$?
 
 echo "     Running tests/$slow.rs (started beside the others)"
 wait "$slow_pid" || status=$?

@@ -267,6 +267,19 @@ impl GardenEnv {
                     pending.push(name);
                 }
             }
+            // Available is set by the availability controller, while the aggregator installs its
+            // proxy for a group version from a separate informer: until then that group answers
+            // 404. So every group version must also be reachable through the kube-apiserver.
+            if pending.is_empty() {
+                for (group, version) in GARDENER_GROUP_VERSIONS {
+                    let req = http::Request::get(format!("/apis/{group}/{version}"))
+                        .body(Vec::new())
+                        .expect("request");
+                    if client.request_text(req).await.is_err() {
+                        pending.push(format!("/apis/{group}/{version} through the kube-apiserver"));
+                    }
+                }
+            }
             if pending.is_empty() {
                 let req = http::Request::get("/apis/core.gardener.cloud/v1beta1/shoots?limit=1")
                     .body(Vec::new())
