@@ -155,64 +155,26 @@ place_operator_crds() {
   echo "$GARDENER_VERSION" >"$stamp"
 }
 
-# gardener-resource-manager applies our ManagedResources into the shoot (and, as the seed's
-# instance, garbage-collects unreferenced secrets). Gardener's go.mod replaces its nested module
-# github.com/gardener/gardener/pkg/apis with ./pkg/apis, which the module zip leaves out, so the
-# throwaway main module requires that module at the same version instead.
-build_gardener_resource_manager() {
-  local out=$dir/gardener-resource-manager stamp=$dir/gardener-resource-manager.version
+# Builds Gardener's cmd/<name> at $GARDENER_VERSION into .testbin/<name>. Gardener's go.mod
+# replaces its nested module github.com/gardener/gardener/pkg/apis with ./pkg/apis, which the
+# module zip leaves out, so the throwaway main module requires that module at the same version.
+build_gardener_cmd() {
+  local name=$1 out=$dir/$1 stamp=$dir/$1.version
   if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
-    say "gardener-resource-manager v$GARDENER_VERSION present"; return
+    say "$name v$GARDENER_VERSION present"; return
   fi
-  say "building gardener-resource-manager v$GARDENER_VERSION from github.com/gardener/gardener (5-15 minutes when cold)"
-  local d; d=$(new_module gardener-resource-manager)
+  say "building $name v$GARDENER_VERSION from github.com/gardener/gardener (5-15 minutes when cold)"
+  local d; d=$(new_module "$name")
   (
     cd "$d"
     go mod edit -go=1.26 \
       -require="github.com/gardener/gardener@v$GARDENER_VERSION" \
       -require="github.com/gardener/gardener/pkg/apis@v$GARDENER_VERSION"
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/gardener/gardener/cmd/gardener-resource-manager"
-GO
+    printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/gardener/gardener/cmd/%s"\n' "$name" >tools.go
     go mod tidy >/dev/null
     go build -trimpath -o "$out.tmp" -ldflags "-s -w \
       -X k8s.io/component-base/version.gitVersion=v$GARDENER_VERSION" \
-      github.com/gardener/gardener/cmd/gardener-resource-manager
-  )
-  mv "$out.tmp" "$out"
-  echo "$GARDENER_VERSION" >"$stamp"
-}
-
-# gardener-apiserver serves core.gardener.cloud (Shoots, CloudProfiles, Projects) as an aggregated
-# API behind the test kube-apiserver, so the garden admission webhook is called by the real server.
-# Same module setup as gardener-resource-manager.
-build_gardener_apiserver() {
-  local out=$dir/gardener-apiserver stamp=$dir/gardener-apiserver.version
-  if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$GARDENER_VERSION" ]; then
-    say "gardener-apiserver v$GARDENER_VERSION present"; return
-  fi
-  say "building gardener-apiserver v$GARDENER_VERSION from github.com/gardener/gardener (5-15 minutes when cold)"
-  local d; d=$(new_module gardener-apiserver)
-  (
-    cd "$d"
-    go mod edit -go=1.26 \
-      -require="github.com/gardener/gardener@v$GARDENER_VERSION" \
-      -require="github.com/gardener/gardener/pkg/apis@v$GARDENER_VERSION"
-    cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "github.com/gardener/gardener/cmd/gardener-apiserver"
-GO
-    go mod tidy >/dev/null
-    go build -trimpath -o "$out.tmp" -ldflags "-s -w \
-      -X k8s.io/component-base/version.gitVersion=v$GARDENER_VERSION" \
-      github.com/gardener/gardener/cmd/gardener-apiserver
+      "github.com/gardener/gardener/cmd/$name"
   )
   mv "$out.tmp" "$out"
   echo "$GARDENER_VERSION" >"$stamp"
@@ -228,8 +190,10 @@ for c in "${components[@]}"; do
     etcd) build_etcd ;;
     helm) build_helm ;;
     kube-apiserver) build_kube_apiserver ;;
-    gardener-resource-manager) build_gardener_resource_manager ;;
-    gardener-apiserver) build_gardener_apiserver ;;
+    # gardener-resource-manager applies our ManagedResources into the shoot (and, as the seed's
+    # instance, garbage-collects unreferenced secrets); gardener-apiserver serves Shoots,
+    # CloudProfiles and Projects as an aggregated API, so the garden admission is called by it
+    gardener-resource-manager | gardener-apiserver) build_gardener_cmd "$c" ;;
     *) echo "[testbin] error: unknown component $c" >&2; exit 2 ;;
   esac
 done
