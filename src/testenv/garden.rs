@@ -176,22 +176,29 @@ impl GardenEnv {
             match client.request_text(req).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
                 _ => {
-                    if let Some(status) = self.gardener_apiserver.exited() {
-                        return Err(TestEnvError::Startup(format!(
-                            "gardener-apiserver exited ({status}); log tail:\n{}",
-                            self.gardener_apiserver.log_tail()
-                        )));
-                    }
-                    if Instant::now() > deadline {
-                        return Err(TestEnvError::Startup(format!(
-                            "gardener-apiserver not healthy after {timeout:?}; log tail:\n{}",
-                            self.gardener_apiserver.log_tail()
-                        )));
+                    if let Some(e) =
+                        self.gave_up(deadline, || format!("gardener-apiserver not healthy after {timeout:?}"))
+                    {
+                        return Err(e);
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
+    }
+
+    /// The error to stop waiting with: gardener-apiserver exited, or `deadline` passed.
+    fn gave_up(&self, deadline: Instant, waiting_for: impl FnOnce() -> String) -> Option<TestEnvError> {
+        let why = match self.gardener_apiserver.exited() {
+            Some(status) => format!("gardener-apiserver exited ({status})"),
+            None if Instant::now() > deadline => waiting_for(),
+            None => return None,
+        };
+        Some(TestEnvError::Startup(format!(
+            "{why}; gardener-apiserver log tail:\n{}\nkube-apiserver log tail:\n{}",
+            self.gardener_apiserver.log_tail(),
+            self.kube.apiserver.log_tail()
+        )))
     }
 
     /// The Service and one APIService per group version, as a landscape's gardener-apiserver
@@ -289,19 +296,13 @@ impl GardenEnv {
                 }
                 pending.push("listing shoots".into());
             }
-            if let Some(status) = self.gardener_apiserver.exited() {
-                return Err(TestEnvError::Startup(format!(
-                    "gardener-apiserver exited ({status}); log tail:\n{}",
-                    self.gardener_apiserver.log_tail()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(TestEnvError::Startup(format!(
-                    "Gardener APIs not served after {timeout:?} (waiting for {}); gardener-apiserver log tail:\n{}\nkube-apiserver log tail:\n{}",
-                    pending.join(", "),
-                    self.gardener_apiserver.log_tail(),
-                    self.kube.apiserver.log_tail()
-                )));
+            if let Some(e) = self.gave_up(deadline, || {
+                format!(
+                    "Gardener APIs not served after {timeout:?} (waiting for {})",
+                    pending.join(", ")
+                )
+            }) {
+                return Err(e);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
