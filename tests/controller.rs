@@ -539,6 +539,13 @@ async fn a_missing_cluster_is_an_error_that_recovers() {
     assert!(e.codes.is_empty(), "retryable: no configuration code");
     create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
     wait_ready(&client, &ns, "kata-a").await;
+    // a failed first reconcile does not make the new pool look like one of v0.1.0 (whose default
+    // included Firecracker): it keeps the default of a new pool
+    let (_, _, data) = mr_data(&client, &ns, SHARED).await;
+    assert_eq!(
+        runtime_classes(&data).keys().cloned().collect::<Vec<_>>(),
+        ["kata-clh", "kata-qemu"]
+    );
 }
 
 #[tokio::test]

@@ -19,6 +19,17 @@ pub fn provider_status(config: &KataConfiguration, default_hypervisors: &[Shim])
     })
 }
 
+/// The providerStatus recording only the pool's default hypervisors, written with the first
+/// status write on a pool (nothing is applied yet), so that a pool whose first operation fails is
+/// never taken for one of v0.1.0 (`kata::defaults`).
+pub fn default_only(default_hypervisors: &[Shim]) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "defaultHypervisors": default_hypervisors.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    })
+}
+
 /// Whether `provider_status` was written by this extension.
 pub fn is_ours(provider_status: Option<&Value>) -> bool {
     provider_status.and_then(|s| s.get("kind")).and_then(Value::as_str) == Some(KIND)

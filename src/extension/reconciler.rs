@@ -3,7 +3,7 @@
 //! wrapper): annotation handling, Cluster, operation type, status and finalizer around the
 //! actuator call.
 
-use super::actuator::{Actuator, ActuatorError};
+use super::actuator::{Actuator, ActuatorError, ProviderStatus};
 use super::operation::{OP_RECONCILE, OP_RESTORE, OP_WAIT_FOR_STATE, compute_operation_type};
 use super::operation::{operation_annotation, should_skip_operation};
 use super::{FINALIZER, status};
@@ -86,11 +86,14 @@ pub async fn reconcile<A: Actuator>(
         patch_metadata(&api, &cr, remove_trigger, finalizers).await?;
     }
 
+    // recorded with whichever status write comes first
+    let first_provider_status = ctx.actuator.first_provider_status(&cr);
     let cluster = match cluster {
         Ok(c) => c,
         Err(e) => {
             let what = format!("error {} {KIND}", op.progressive().to_lowercase());
-            write_status(&api, &name, status::error(op, &what, &e.to_string(), &[], generation)).await?;
+            let failed = status::error(op, &what, &e.to_string(), &[], generation);
+            write_status(&api, &name, with_provider_status(failed, first_provider_status)).await?;
             return Err(e);
         }
     };
@@ -106,7 +109,12 @@ pub async fn reconcile<A: Actuator>(
     if op == OperationType::Delete && !has_finalizer(&cr) {
         return Ok(Action::await_change());
     }
-    write_status(&api, &name, status::processing(op, KIND)).await?;
+    write_status(
+        &api,
+        &name,
+        with_provider_status(status::processing(op, KIND), first_provider_status),
+    )
+    .await?;
     let work = async {
         match op {
             OperationType::Migrate => ctx.actuator.migrate(&cr, &cluster).await.map(|()| None),
@@ -142,11 +150,8 @@ pub async fn reconcile<A: Actuator>(
             return Err(e.into());
         }
     };
-    let mut done = status::succeeded(op, KIND, generation);
-    if let Some(ps) = provider_status {
-        done["status"]["providerStatus"] = ps;
-    }
-    write_status(&api, &name, done).await?;
+    let done = status::succeeded(op, KIND, generation);
+    write_status(&api, &name, with_provider_status(done, provider_status)).await?;
 
     match op {
         OperationType::Migrate => {
@@ -268,6 +273,13 @@ async fn merge_patch(
         .await
         .map_err(kube_err(what))?;
     Ok(())
+}
+
+fn with_provider_status(mut patch: serde_json::Value, provider_status: ProviderStatus) -> serde_json::Value {
+    if let Some(ps) = provider_status {
+        patch["status"]["providerStatus"] = ps;
+    }
+    patch
 }
 
 async fn write_status(api: &Api<ContainerRuntime>, name: &str, patch: serde_json::Value) -> Result<(), ReconcileError> {

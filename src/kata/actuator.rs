@@ -5,8 +5,8 @@ use super::imagevector::ImageSource;
 use super::names::*;
 use super::pools::PoolInput;
 use super::requirements::Requirements;
-use super::{manifests, names, plan};
-use crate::api::kata_status::provider_status;
+use super::{defaults, manifests, names, plan};
+use crate::api::kata_status::{self, provider_status};
 use crate::api::{ContainerRuntime, DecodedCluster};
 use crate::extension::actuator::ProviderStatus;
 use crate::extension::{Actuator, ActuatorError};
@@ -166,6 +166,13 @@ impl Actuator for KataActuator {
 
     async fn delete(&self, cr: &ContainerRuntime, cluster: &DecodedCluster) -> Result<(), ActuatorError> {
         self.cleanup(cr, cluster, true).await
+    }
+
+    /// The pool's default hypervisors, fixed at first sight: an object with a lastOperation but
+    /// without our providerStatus is then always one that v0.1.0 reconciled.
+    fn first_provider_status(&self, cr: &ContainerRuntime) -> ProviderStatus {
+        let current = cr.status.as_ref().and_then(|s| s.provider_status.as_ref());
+        (!kata_status::is_ours(current)).then(|| kata_status::default_only(&defaults::default_hypervisors(Some(cr))))
     }
 
     async fn force_delete(&self, cr: &ContainerRuntime, cluster: &DecodedCluster) -> Result<(), ActuatorError> {

@@ -4,8 +4,8 @@
 //! setting are too much to get by default). Pools that already run with the old default must not
 //! lose `fc` by an upgrade of the extension, so a pool keeps the default it started with:
 //!
-//! - the default recorded in its status (`providerStatus.defaultHypervisors`, written with every
-//!   success since v0.2.0);
+//! - the default recorded in its status (`providerStatus.defaultHypervisors`, written with the
+//!   first status write on the object, before any operation can fail, and with every success);
 //! - else, when the pool was reconciled before (a `lastOperation` without our providerStatus:
 //!   v0.1.0, whose default included `fc`), the old default;
 //! - else (a new pool) the new default.
@@ -81,6 +81,14 @@ mod tests {
         let status = kata_status::provider_status(&config, &DEFAULT_HYPERVISORS);
         assert_eq!(
             default_hypervisors(Some(&reconciled(Some(status)))),
+            DEFAULT_HYPERVISORS.to_vec()
+        );
+        // recorded at first sight, before a first operation that failed: still a new pool, and
+        // nothing counts as applied
+        let first = kata_status::default_only(&DEFAULT_HYPERVISORS);
+        assert_eq!(kata_status::applied_configuration(Some(&first)), None);
+        assert_eq!(
+            default_hypervisors(Some(&reconciled(Some(first)))),
             DEFAULT_HYPERVISORS.to_vec()
         );
     }
