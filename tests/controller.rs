@@ -946,6 +946,56 @@ async fn pools_from_before_the_new_default_keep_firecracker() {
     );
     let (_, _, shared) = mr_data(&client, &ns, SHARED).await;
     assert!(runtime_classes(&shared).contains_key("kata-fc"));
+
+    // and it survives a control-plane migration: gardenlet carries only `status.state` to the
+    // destination seed, where it creates the object anew (stand-in for gardenlet's restore:
+    // create with wait-for-state, write the state from the ShootState, annotate restore)
+    annotate(&client, &ns, "kata-old", "migrate", None).await;
+    let migrated = eventually(Duration::from_secs(20), "migrated", || async {
+        let cr = api.get("kata-old").await.map_err(|e| e.to_string())?;
+        let done = cr
+            .status
+            .as_ref()
+            .and_then(|s| s.last_operation.as_ref())
+            .is_some_and(|l| l.type_ == OperationType::Migrate && l.state == OperationState::Succeeded);
+        if done && cr.finalizers().is_empty() {
+            Ok(cr)
+        } else {
+            Err("not migrated yet".to_string())
+        }
+    })
+    .await;
+    let state = migrated.status.unwrap().state.expect("status.state for the ShootState");
+    api.delete("kata-old", &DeleteParams::default()).await.unwrap();
+    gone(&client, &ns, "kata-old").await;
+    let mut fresh = ContainerRuntime::for_pool("kata", "old", None);
+    fresh
+        .annotations_mut()
+        .insert(OPERATION_ANNOTATION.into(), "wait-for-state".into());
+    api.create(&PostParams::default(), &fresh).await.unwrap();
+    api.patch_status(
+        "kata-old",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"state": state}})),
+    )
+    .await
+    .unwrap();
+    annotate(&client, &ns, "kata-old", "restore", None).await;
+    let restored = wait_ready(&client, &ns, "kata-old").await;
+    assert_eq!(
+        restored.status.unwrap().provider_status.unwrap()["defaultHypervisors"],
+        json!(["qemu", "clh", "fc"])
+    );
+    let (_, _, data) = mr_data(&client, &ns, &installation("old")).await;
+    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh fc")),
+        "the restored pool keeps Firecracker"
+    );
 }
 
 /// Sets a ManagedResource's status as gardener-resource-manager writes it (`observedGeneration`

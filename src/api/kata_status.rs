@@ -3,6 +3,7 @@
 //! objects keep what this pool contributed from here, so one typo never removes RuntimeClasses
 //! other pods depend on.
 
+use super::common::DefaultStatus;
 use super::kata_config::{API_VERSION, KataConfiguration, Shim};
 use serde_json::{Value, json};
 
@@ -28,6 +29,18 @@ pub fn default_only(default_hypervisors: &[Shim]) -> Value {
         "kind": KIND,
         "defaultHypervisors": default_hypervisors.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     })
+}
+
+/// What the extension recorded about a pool. Every providerStatus write is also merged into
+/// `status.state`, the one field gardenlet carries through a control-plane migration; so the
+/// state holds at least what the providerStatus holds, and after a restore it is all there is.
+/// Objects written before the state was kept have only the providerStatus.
+pub fn recorded(status: Option<&DefaultStatus>) -> Option<&Value> {
+    let status = status?;
+    [status.state.as_ref(), status.provider_status.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|v| is_ours(Some(v)))
 }
 
 /// Whether `provider_status` was written by this extension.

@@ -40,8 +40,8 @@ impl ActuatorError {
     }
 }
 
-/// What a successful reconcile or restore reports: `Some` replaces `status.providerStatus`
-/// (written together with Succeeded), `None` leaves it alone.
+/// What a successful reconcile or restore reports: `Some` is merged into `status.providerStatus`
+/// and `status.state` (written together with Succeeded), `None` leaves them alone.
 pub type ProviderStatus = Option<serde_json::Value>;
 
 /// The per-extension work behind the generic reconciler. Every method gets the object and its

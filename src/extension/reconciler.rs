@@ -275,8 +275,11 @@ async fn merge_patch(
     Ok(())
 }
 
+/// Adds `provider_status` to a status patch, as `providerStatus` and merged into `state`: gardenlet
+/// carries only the state to the destination seed of a control-plane migration.
 fn with_provider_status(mut patch: serde_json::Value, provider_status: ProviderStatus) -> serde_json::Value {
     if let Some(ps) = provider_status {
+        patch["status"]["state"] = ps.clone();
         patch["status"]["providerStatus"] = ps;
     }
     patch

@@ -5,7 +5,8 @@
 //! lose `fc` by an upgrade of the extension, so a pool keeps the default it started with:
 //!
 //! - the default recorded in its status (`providerStatus.defaultHypervisors`, written with the
-//!   first status write on the object, before any operation can fail, and with every success);
+//!   first status write on the object, before any operation can fail, and with every success;
+//!   mirrored into `status.state`, which survives a control-plane migration);
 //! - else, when the pool was reconciled before (a `lastOperation` without our providerStatus:
 //!   v0.1.0, whose default included `fc`), the old default;
 //! - else (a new pool) the new default.
@@ -16,12 +17,11 @@ use crate::api::kata_status;
 
 pub fn default_hypervisors(cr: Option<&ContainerRuntime>) -> Vec<Shim> {
     let status = cr.and_then(|c| c.status.as_ref());
-    let provider_status = status.and_then(|s| s.provider_status.as_ref());
-    if let Some(recorded) = kata_status::recorded_default_hypervisors(provider_status) {
-        return recorded;
+    let recorded = kata_status::recorded(status);
+    if let Some(defaults) = kata_status::recorded_default_hypervisors(recorded) {
+        return defaults;
     }
-    let reconciled_before =
-        status.is_some_and(|s| s.last_operation.is_some()) && !kata_status::is_ours(provider_status);
+    let reconciled_before = status.is_some_and(|s| s.last_operation.is_some()) && recorded.is_none();
     if reconciled_before {
         LEGACY_DEFAULT_HYPERVISORS.to_vec()
     } else {
@@ -90,6 +90,16 @@ mod tests {
         assert_eq!(
             default_hypervisors(Some(&reconciled(Some(first)))),
             DEFAULT_HYPERVISORS.to_vec()
+        );
+        // restored on another seed: a fresh object with only the state gardenlet carried over
+        let mut restored = ContainerRuntime::for_pool("kata", "a", None);
+        restored.status = Some(DefaultStatus {
+            state: Some(kata_status::provider_status(&config, &LEGACY_DEFAULT_HYPERVISORS)),
+            ..Default::default()
+        });
+        assert_eq!(
+            default_hypervisors(Some(&restored)),
+            LEGACY_DEFAULT_HYPERVISORS.to_vec()
         );
     }
 }

@@ -8,7 +8,7 @@ use super::names::EXTENSION_TYPE;
 use super::pools::PoolInput;
 use super::requirements::Requirements;
 use crate::api::kata_config::KataConfiguration;
-use crate::api::kata_status::applied_configuration;
+use crate::api::kata_status::{applied_configuration, recorded};
 use crate::api::{ContainerRuntime, DecodedCluster};
 use crate::extension::{ActuatorError, ERR_CONFIGURATION_PROBLEM};
 use crate::managedresources::Manifests;
@@ -37,7 +37,7 @@ pub fn config_error(msg: impl std::fmt::Display) -> ActuatorError {
 pub fn contributed_configuration(cr: &ContainerRuntime) -> Option<KataConfiguration> {
     super::defaults::configuration(cr)
         .ok()
-        .or_else(|| applied_configuration(cr.status.as_ref().and_then(|s| s.provider_status.as_ref())))
+        .or_else(|| applied_configuration(recorded(cr.status.as_ref())))
 }
 
 /// The kata pools among `others` (same namespace, not being deleted), excluding `pool` itself,
