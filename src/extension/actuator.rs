@@ -75,7 +75,7 @@ pub trait Actuator: Send + Sync + 'static {
         cr: &ContainerRuntime,
         cluster: &DecodedCluster,
     ) -> impl Future<Output = Result<ProviderStatus, ActuatorError>> + Send;
-    /// What to record in `status.providerStatus` with the first status write on `cr` (Processing,
+    /// What to record in `status.providerStatus` (and `status.state`) with the first status write on `cr` (Processing,
     /// or the error when the work cannot start), for facts that must be fixed from the object's
     /// first sight on, before any operation can fail. `None`: nothing (the default).
     fn first_provider_status(&self, _cr: &ContainerRuntime) -> ProviderStatus {
