@@ -63,6 +63,13 @@ fn daemon_set(data: &BTreeMap<String, String>) -> DaemonSet {
     serde_saphyr::from_str(yaml).unwrap()
 }
 
+/// The shims the pool's installer DaemonSet installs (`SHIMS_X86_64`), from its ManagedResource.
+async fn installed_shims(client: &Client, ns: &str, pool: &str) -> Option<String> {
+    let (_, _, data) = mr_data(client, ns, &installation(pool)).await;
+    let env = daemon_set(&data).spec?.template.spec?.containers.first()?.env.clone()?;
+    env.into_iter().find(|e| e.name == "SHIMS_X86_64")?.value
+}
+
 async fn exists<K>(client: &Client, ns: &str, name: &str) -> bool
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
@@ -922,27 +929,14 @@ async fn pools_from_before_the_new_default_keep_firecracker() {
         new.status.unwrap().provider_status.unwrap()["defaultHypervisors"],
         json!(["qemu", "clh"])
     );
-    let (_, _, data) = mr_data(&client, &ns, &installation("new")).await;
-    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
-    assert!(
-        env.iter()
-            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh"))
-    );
+    assert_eq!(installed_shims(&client, &ns, "new").await.as_deref(), Some("qemu clh"));
 
     // and it stays: later reconciles read the recorded default
     annotate(&client, &ns, "kata-old", "reconcile", None).await;
     wait_ready(&client, &ns, "kata-old").await;
-    let (_, _, data) = mr_data(&client, &ns, &installation("old")).await;
-    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
-    assert!(
-        env.iter()
-            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh fc"))
+    assert_eq!(
+        installed_shims(&client, &ns, "old").await.as_deref(),
+        Some("qemu clh fc")
     );
     let (_, _, shared) = mr_data(&client, &ns, SHARED).await;
     assert!(runtime_classes(&shared).contains_key("kata-fc"));
@@ -986,14 +980,9 @@ async fn pools_from_before_the_new_default_keep_firecracker() {
         restored.status.unwrap().provider_status.unwrap()["defaultHypervisors"],
         json!(["qemu", "clh", "fc"])
     );
-    let (_, _, data) = mr_data(&client, &ns, &installation("old")).await;
-    let env = daemon_set(&data).spec.unwrap().template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
-    assert!(
-        env.iter()
-            .any(|e| e.name == "SHIMS_X86_64" && e.value.as_deref() == Some("qemu clh fc")),
+    assert_eq!(
+        installed_shims(&client, &ns, "old").await.as_deref(),
+        Some("qemu clh fc"),
         "the restored pool keeps Firecracker"
     );
 }
