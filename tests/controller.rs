@@ -1146,3 +1146,69 @@ async fn a_hibernated_shoot_is_reported_healthy() {
     .await;
     assert_eq!((c.status.as_str(), c.message.as_str()), ("True", "Shoot is hibernated"));
 }
+
+/// gardenlet deploys a hibernated shoot's ContainerRuntimes too; their ManagedResources stay
+/// unapplied until it wakes up. The pool is healthy from its first check on, not `Progressing` until
+/// the progressing threshold runs out.
+#[tokio::test]
+async fn a_hibernated_shoot_is_healthy_right_after_a_reconcile() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("health-hibernated-new").await;
+    let ctl = start_controller(client.clone(), &ns, Requirements::default()).await;
+    let mut shoot = shoot("local", &[pool("a", None)], false);
+    shoot["spec"]["hibernation"] = json!({"enabled": true});
+    create_cluster(&client, &ns, shoot).await;
+    create_cr(&client, &ns, "a", None).await;
+    wait_ready(&client, &ns, "kata-a").await;
+    let checker = ctl.health_checker(Duration::from_secs(600));
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let first = eventually(Duration::from_secs(20), "the first health condition", || async {
+        checker.round().await;
+        let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
+        system_components(&cr).ok_or_else(|| "no condition yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        (first.status.as_str(), first.message.as_str()),
+        ("True", "Shoot is hibernated")
+    );
+}
+
+/// A round never judges an object by a cache older than its own last write: with the watch held
+/// back after a condition write, the next rounds write nothing (they wrote the same condition
+/// again, with a new transition time, when a busy machine delayed the watch).
+#[tokio::test]
+async fn a_health_round_does_not_repeat_its_write_while_the_cache_lags() {
+    let (client, ns, ctl) = setup("health-lag", &[pool("a", None)]).await;
+    create_cr(&client, &ns, "a", None).await;
+    let ready = wait_ready(&client, &ns, "kata-a").await;
+    // the settle time of the checks (one sync period) after the last operation
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (held_back, mut writer) = kube::runtime::reflector::store::<ContainerRuntime>();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(ready.clone()));
+    let checker = ctl.health_checker_over(held_back, Duration::from_secs(600));
+    eventually(Duration::from_secs(10), "the first condition write", || async {
+        match checker.round().await.written {
+            1 => Ok(()),
+            n => Err(format!("{n} written")),
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            checker.round().await.written,
+            0,
+            "the cache still shows the version before our write"
+        );
+    }
+    let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
+    let current = api.get("kata-a").await.unwrap();
+    assert_eq!(system_components(&current).unwrap().status, "Progressing");
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(current.clone()));
+    assert_eq!(checker.round().await.written, 0, "the cache caught up: nothing changed");
+    assert_eq!(
+        api.get("kata-a").await.unwrap().resource_version(),
+        current.resource_version()
+    );
+}

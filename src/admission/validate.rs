@@ -13,6 +13,7 @@ use crate::api::cluster::{Shoot, Worker};
 use crate::api::kata_config::{KataConfiguration, LEGACY_DEFAULT_HYPERVISORS};
 use crate::kata::names::EXTENSION_TYPE;
 use crate::kata::requirements::Requirements;
+use crate::kata::shootwide;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -184,6 +185,7 @@ pub fn validate_shoot(
             kata_pools.iter().any(|w| !had_kata(w)),
         );
     }
+    let mut shoot_pools: Vec<DecodedPool> = Vec::new();
     for (i, worker) in shoot.spec.provider.workers.iter().enumerate() {
         let Some(cri) = &worker.cri else { continue };
         for (j, runtime) in cri.container_runtimes.iter().enumerate() {
@@ -204,7 +206,16 @@ pub fn validate_shoot(
                     .and_then(|r| r.provider_config.as_ref())
                     != runtime.provider_config.as_ref()
             });
-            if let Err(e) = KataConfiguration::from_provider_config(runtime.provider_config.as_ref()) {
+            let decoded = KataConfiguration::from_provider_config(runtime.provider_config.as_ref());
+            if let Ok(config) = &decoded {
+                shoot_pools.push(DecodedPool {
+                    name: &worker.name,
+                    path: format!("{runtime_path}.providerConfig"),
+                    config: config.clone(),
+                    default_changed: before.is_none_or(|b| default_hypervisor_of(b) != default_hypervisor_of(worker)),
+                });
+            }
+            if let Err(e) = decoded {
                 let field = if e.field == "providerConfig" {
                     format!("{runtime_path}.providerConfig")
                 } else {
@@ -212,13 +223,21 @@ pub fn validate_shoot(
                 };
                 // A pool reconciled by v0.1.0 keeps its old default hypervisors, which the seed
                 // records and the garden cannot see: what is valid with them is the seed's call.
-                let legacy_ok = before.is_some()
-                    && KataConfiguration::from_provider_config_with_default(
+                let legacy = before.and_then(|_| {
+                    KataConfiguration::from_provider_config_with_default(
                         runtime.provider_config.as_ref(),
                         &LEGACY_DEFAULT_HYPERVISORS,
                     )
-                    .is_ok();
-                if legacy_ok {
+                    .ok()
+                });
+                if let Some(config) = legacy {
+                    shoot_pools.push(DecodedPool {
+                        name: &worker.name,
+                        path: format!("{runtime_path}.providerConfig"),
+                        config,
+                        default_changed: before
+                            .is_none_or(|b| default_hypervisor_of(b) != default_hypervisor_of(worker)),
+                    });
                     judge.report(
                         field,
                         format!(
@@ -268,7 +287,49 @@ pub fn validate_shoot(
             }
         }
     }
+    shoot_wide_rules(&shoot_pools, &mut judge);
     verdict
+}
+
+/// A kata pool whose providerConfig decodes, for the shoot-wide rules.
+struct DecodedPool<'a> {
+    name: &'a str,
+    /// `…containerRuntimes[j].providerConfig`
+    path: String,
+    config: KataConfiguration,
+    /// New to kata, or its `defaultHypervisor` changes with this request.
+    default_changed: bool,
+}
+
+fn default_hypervisor_of(worker: &Worker) -> Option<&serde_json::Value> {
+    worker
+        .container_runtime(EXTENSION_TYPE)?
+        .provider_config
+        .as_ref()?
+        .get("defaultHypervisor")
+}
+
+/// The seed's shoot-wide rules ([`shootwide`]), each violation reported at every pool it involves,
+/// with the seed's own message. Enforced when the request changes what the rule reads on one of
+/// those pools.
+fn shoot_wide_rules(pools: &[DecodedPool], judge: &mut Judge) {
+    let views: Vec<shootwide::Pool> = pools
+        .iter()
+        .map(|p| shootwide::Pool {
+            name: p.name,
+            config: &p.config,
+        })
+        .collect();
+    for violation in shootwide::violations(&views) {
+        let involved: Vec<&DecodedPool> = pools.iter().filter(|p| violation.pools().contains(&p.name)).collect();
+        let enforced = involved.iter().any(|p| p.default_changed);
+        for pool in involved {
+            let field = match violation {
+                shootwide::Violation::DefaultConflict { .. } => format!("{}.defaultHypervisor", pool.path),
+            };
+            judge.report(field, violation.to_string(), enforced);
+        }
+    }
 }
 
 /// Why `machine_type` cannot run kata, if it cannot. The machine type must list the capability
@@ -380,6 +441,105 @@ mod tests {
         assert!(!uses_kata(&plain));
         assert!(!needs_machine_types(&plain, &rules()));
         assert_eq!(validate_shoot(&plain, None, &rules(), None), Verdict::default());
+    }
+
+    #[test]
+    fn pools_that_disagree_on_the_default_are_rejected_with_the_seeds_message_at_each_pool() {
+        let s = shoot(json!([
+            pool(
+                "b",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "clh"}))
+            ),
+            pool(
+                "a",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}))
+            )
+        ]));
+        let v = validate_shoot(&s, None, &rules(), Some(&catalog()));
+        let seed = "pools \"a\" and \"b\" set different defaultHypervisor values (qemu and clh), but the RuntimeClass \"kata\" can point to one handler only";
+        assert_eq!(
+            v.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            [
+                format!("spec.provider.workers[0].cri.containerRuntimes[1].providerConfig.defaultHypervisor: {seed}"),
+                format!("spec.provider.workers[1].cri.containerRuntimes[1].providerConfig.defaultHypervisor: {seed}"),
+            ]
+        );
+        // the seed's own words for the same pools
+        let (a, b) = (
+            KataConfiguration::from_provider_config(Some(&cfg(
+                json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}),
+            )))
+            .unwrap(),
+            KataConfiguration::from_provider_config(Some(&cfg(
+                json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "clh"}),
+            )))
+            .unwrap(),
+        );
+        let pools = [
+            crate::kata::pools::PoolInput {
+                name: "a".into(),
+                config: a,
+                taints: vec![],
+                architecture: "amd64".into(),
+            },
+            crate::kata::pools::PoolInput {
+                name: "b".into(),
+                config: b,
+                taints: vec![],
+                architecture: "amd64".into(),
+            },
+        ];
+        assert_eq!(crate::kata::manifests::shared(&pools).unwrap_err().to_string(), seed);
+
+        // an existing conflict that this update does not touch only warns
+        let mut renamed = s.clone();
+        renamed.spec.provider.workers[0].machine.type_ = "metal".into();
+        let v = validate_shoot(&renamed, Some(&s), &rules(), Some(&catalog()));
+        assert!(v.errors.is_empty(), "{v:?}");
+        assert_eq!(v.warnings.len(), 2, "{v:?}");
+        // one pool changing its default is enough to enforce it
+        let fixed = shoot(json!([
+            pool(
+                "b",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "qemu"}))
+            ),
+            pool(
+                "a",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}))
+            )
+        ]));
+        assert_eq!(
+            validate_shoot(&fixed, Some(&s), &rules(), Some(&catalog())),
+            Verdict::default()
+        );
+        let other = shoot(json!([
+            pool(
+                "b",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu", "fc"], "defaultHypervisor": "fc"}))
+            ),
+            pool(
+                "a",
+                "metal",
+                "containerd",
+                cfg(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}))
+            )
+        ]));
+        assert_eq!(
+            validate_shoot(&other, Some(&s), &rules(), Some(&catalog()))
+                .errors
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! operation-annotation (or generation-changed) predicates. kube's watcher reports applied
 //! objects without their previous version, so the filter remembers what it saw last.
 
-use super::operation::{OP_MIGRATE, OP_RECONCILE, OP_RESTORE, operation_annotation};
-use crate::api::{ContainerRuntime, OperationState};
+use super::operation::{OP_MIGRATE, OP_RECONCILE, OP_RESTORE, OP_WAIT_FOR_STATE, operation_annotation};
+use super::reconciler;
+use crate::api::{ContainerRuntime, TIMESTAMP_ANNOTATION};
+use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -32,6 +34,8 @@ impl PredicateConfig {
 struct Seen {
     generation: Option<i64>,
     status: u64,
+    /// gardenlet's request as last seen: operation annotation and timestamp.
+    request: Option<(String, Option<String>)>,
 }
 
 pub struct EventFilter {
@@ -61,26 +65,33 @@ impl EventFilter {
         let now = Seen {
             generation: cr.metadata.generation,
             status: status_hash(cr),
+            request: operation_annotation(cr).map(|op| {
+                let timestamp = cr.annotations().get(TIMESTAMP_ANNOTATION).cloned();
+                (op.to_string(), timestamp)
+            }),
         };
-        let previous = self.seen.insert(ObjectRef::from_obj(cr), now);
         let deleting = cr.metadata.deletion_timestamp.is_some();
         let triggering_annotation = matches!(operation_annotation(cr), Some(OP_RECONCILE | OP_RESTORE | OP_MIGRATE));
-        match previous {
-            // a create event (or the first sight after a restart)
+        let pass = match self.seen.get(&ObjectRef::from_obj(cr)) {
+            // a create event, or the first sight after a restart: whatever gardenlet would not yet
+            // accept as done is work (a crash may have cut a reconcile short anywhere)
             None if self.config.ignore_operation_annotation => true,
             None => {
-                let succeeded = cr
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.last_operation.as_ref())
-                    .is_some_and(|op| op.state == OperationState::Succeeded);
-                triggering_annotation || deleting || !succeeded
+                let waiting = operation_annotation(cr) == Some(OP_WAIT_FOR_STATE);
+                triggering_annotation || deleting || !waiting && !reconciler::up_to_date(cr)
             }
             Some(prev) if self.config.ignore_operation_annotation => {
-                prev.generation != cr.metadata.generation || deleting && prev.status == status_hash(cr)
+                prev.generation != now.generation || deleting && prev.status == now.status
             }
-            Some(prev) => triggering_annotation || deleting && prev.status == status_hash(cr),
-        }
+            // A request passes once: the trigger stays on the object until the work is done, and
+            // the status writes of that work must not start it again.
+            Some(prev) => {
+                triggering_annotation && (prev.request != now.request || prev.generation != now.generation)
+                    || deleting && prev.status == now.status
+            }
+        };
+        self.seen.insert(ObjectRef::from_obj(cr), now);
+        pass
     }
 
     /// An object is gone: delete events never reconcile.
@@ -93,6 +104,7 @@ impl EventFilter {
 mod tests {
     use super::*;
     use crate::api::OPERATION_ANNOTATION;
+    use crate::api::OperationState;
     use crate::api::common::{DefaultStatus, LastOperation, OperationType};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::ResourceExt;
@@ -107,6 +119,7 @@ mod tests {
 
     fn succeeded(mut cr: ContainerRuntime) -> ContainerRuntime {
         cr.status = Some(DefaultStatus {
+            observed_generation: cr.metadata.generation,
             last_operation: Some(LastOperation {
                 type_: OperationType::Reconcile.into(),
                 state: OperationState::Succeeded.into(),
@@ -181,5 +194,69 @@ mod tests {
         assert!(f.applied(&changed));
         f.deleted(&changed);
         assert!(f.applied(&changed), "forgotten objects count as new");
+    }
+
+    #[test]
+    fn after_a_restart_whatever_gardenlet_would_not_accept_is_work() {
+        // a crash after the trigger was consumed but before the status caught up
+        let mut lagging = succeeded(cr("kata", None));
+        lagging.metadata.generation = Some(2);
+        assert!(filter(false, &[]).applied(&lagging), "observedGeneration < generation");
+        let mut requested_later = succeeded(cr("kata", None));
+        let later = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(60);
+        requested_later
+            .annotations_mut()
+            .insert(TIMESTAMP_ANNOTATION.into(), later.to_string());
+        assert!(
+            filter(false, &[]).applied(&requested_later),
+            "last operation older than gardenlet's timestamp"
+        );
+        let mut processing = succeeded(cr("kata", None));
+        processing
+            .status
+            .as_mut()
+            .unwrap()
+            .last_operation
+            .as_mut()
+            .unwrap()
+            .state = OperationState::Processing.into();
+        assert!(filter(false, &[]).applied(&processing));
+    }
+
+    #[test]
+    fn a_request_passes_once_while_its_work_writes_the_status() {
+        let mut f = filter(false, &[]);
+        let base = succeeded(cr("kata", None));
+        assert!(!f.applied(&base));
+        let mut requested = annotated(base.clone(), "reconcile");
+        requested.metadata.generation = Some(2);
+        requested
+            .annotations_mut()
+            .insert(TIMESTAMP_ANNOTATION.into(), "2026-01-01T00:00:00Z".into());
+        assert!(f.applied(&requested));
+        let mut processing = requested.clone();
+        processing
+            .status
+            .as_mut()
+            .unwrap()
+            .last_operation
+            .as_mut()
+            .unwrap()
+            .state = OperationState::Processing.into();
+        assert!(!f.applied(&processing), "our own Processing write");
+        let mut done = processing.clone();
+        done.status.as_mut().unwrap().observed_generation = Some(2);
+        assert!(
+            !f.applied(&done),
+            "our own Succeeded write, before the trigger is removed"
+        );
+        let mut again = done.clone();
+        again
+            .annotations_mut()
+            .insert(TIMESTAMP_ANNOTATION.into(), "2026-01-01T00:01:00Z".into());
+        assert!(f.applied(&again), "gardenlet asked again");
+        let mut spec_change = again.clone();
+        spec_change.metadata.generation = Some(3);
+        assert!(f.applied(&spec_change), "a spec change under the same trigger");
     }
 }

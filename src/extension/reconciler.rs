@@ -43,17 +43,19 @@ pub struct ReconcileContext<A> {
     pub annotation_driven: bool,
 }
 
-/// Nothing asks for work: no operation annotation, no deletion, and the last operation succeeded
-/// for this generation. Our own writes during a restore or migrate trigger such late events.
-fn up_to_date(cr: &ContainerRuntime) -> bool {
-    let Some(status) = &cr.status else { return false };
-    operation_annotation(cr).is_none()
-        && cr.metadata.deletion_timestamp.is_none()
-        && status.observed_generation == cr.metadata.generation
-        && status
-            .last_operation
-            .as_ref()
-            .is_some_and(|op| op.state == crate::api::OperationState::Succeeded)
+/// Nothing asks for work: gardenlet would accept the object as it is (no operation annotation,
+/// `observedGeneration == generation`, last operation succeeded and not older than the
+/// `gardener.cloud/timestamp` annotation) and it is not being deleted. Our own writes during a
+/// restore or migrate trigger such late events.
+pub fn up_to_date(cr: &ContainerRuntime) -> bool {
+    cr.metadata.deletion_timestamp.is_none() && super::readiness::not_ready_reason(cr).is_none()
+}
+
+fn last_operation_succeeded(cr: &ContainerRuntime) -> bool {
+    cr.status
+        .as_ref()
+        .and_then(|s| s.last_operation.as_ref())
+        .is_some_and(|op| op.state == crate::api::OperationState::Succeeded)
 }
 
 /// Runs one reconcile. `Ok(Action)` for success or a deliberate wait, `Err` to retry with backoff.
@@ -79,12 +81,23 @@ pub async fn reconcile<A: Actuator>(
     ) && cluster.is_ok()
         && !shoot_failed
         && !should_skip_operation(op, &cr);
-    // gardenlet's reconcile trigger is consumed before the work starts; one write for both.
-    let remove_trigger = annotation.as_deref() == Some(OP_RECONCILE);
-    if remove_trigger || (wants_finalizer && !has_finalizer(&cr)) {
-        let finalizers = wants_finalizer.then(|| with_finalizer(&cr));
-        patch_metadata(&api, &cr, remove_trigger, finalizers).await?;
+    // gardenlet's reconcile trigger stays until the final status is written, so that a crash at
+    // any point leaves the request visible to the next replica. The one exception costs no write
+    // and loses nothing: an object whose last operation did not succeed (a create) reads as work
+    // without the trigger, so the trigger goes with the finalizer that must be added first.
+    let trigger = annotation.as_deref() == Some(OP_RECONCILE);
+    let add_finalizer = wants_finalizer && !has_finalizer(&cr);
+    let trigger_consumed = trigger && add_finalizer && !last_operation_succeeded(&cr);
+    if add_finalizer {
+        patch_metadata(&api, &cr, trigger_consumed, Some(with_finalizer(&cr))).await?;
     }
+    // work that is skipped consumes the trigger at once, as Gardener's annotation wrapper does
+    let consume_trigger = async || {
+        if trigger && !trigger_consumed {
+            patch_metadata(&api, &cr, true, None).await?;
+        }
+        Ok::<_, ReconcileError>(())
+    };
 
     // recorded with whichever status write comes first
     let first_provider_status = ctx.actuator.first_provider_status(&cr);
@@ -99,10 +112,12 @@ pub async fn reconcile<A: Actuator>(
     };
     if shoot_failed {
         tracing::info!(namespace = %ns, name = %name, "skipping: the shoot's last operation failed");
+        consume_trigger().await?;
         return Ok(Action::await_change());
     }
     if should_skip_operation(op, &cr) {
         tracing::debug!(namespace = %ns, name = %name, ?op, "skipping: object was migrated away");
+        consume_trigger().await?;
         return Ok(Action::await_change());
     }
 
@@ -153,6 +168,7 @@ pub async fn reconcile<A: Actuator>(
     let done = status::succeeded(op, KIND, generation);
     write_status(&api, &name, with_provider_status(done, provider_status)).await?;
 
+    // Each flow's last write ends the request; until it lands, the request stays visible.
     match op {
         OperationType::Migrate => {
             // all finalizers go, then the migrate annotation (removed only at the end)
@@ -167,9 +183,37 @@ pub async fn reconcile<A: Actuator>(
             let patch = json!({"metadata": {"annotations": {OPERATION_ANNOTATION: null}}});
             merge_patch(&api, &name, &patch, "removing the restore annotation").await?;
         }
+        OperationType::Create | OperationType::Reconcile if trigger && !trigger_consumed => {
+            return consume_request(&api, &cr).await;
+        }
         _ => {}
     }
     Ok(Action::await_change())
+}
+
+/// Removes gardenlet's reconcile trigger after the work it asked for succeeded, guarded by what the
+/// work was done for (trigger, timestamp, generation): a request that came in meanwhile fails the
+/// guard and is reconciled again instead of being swallowed.
+async fn consume_request(api: &Api<ContainerRuntime>, cr: &ContainerRuntime) -> Result<Action, ReconcileError> {
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/generation", "value": cr.metadata.generation}),
+        json!({"op": "test", "path": "/metadata/annotations/gardener.cloud~1operation", "value": OP_RECONCILE}),
+    ];
+    if let Some(ts) = cr.annotations().get(crate::api::TIMESTAMP_ANNOTATION) {
+        ops.push(json!({"op": "test", "path": "/metadata/annotations/gardener.cloud~1timestamp", "value": ts}));
+    }
+    ops.push(json!({"op": "remove", "path": "/metadata/annotations/gardener.cloud~1operation"}));
+    match json_patch(api, &cr.name_any(), ops, "removing the operation annotation").await {
+        Ok(()) => Ok(Action::await_change()),
+        Err(ReconcileError::Kube {
+            source: kube::Error::Api(e),
+            ..
+        }) if e.code == 409 || e.code == 422 => {
+            tracing::info!(namespace = %cr.namespace().unwrap_or_default(), name = %cr.name_any(), "a new request arrived during the reconcile, reconciling again");
+            Ok(Action::requeue(Duration::from_millis(100)))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn read_cluster(client: &Client, name: &str) -> Result<DecodedCluster, ReconcileError> {

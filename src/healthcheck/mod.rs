@@ -7,7 +7,8 @@
 //! writes a condition only when its status, reason, message or codes change, and never touches
 //! `lastOperation`, generation or annotations, so it triggers no reconcile. gardenlet judges
 //! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. The Cluster is
-//! read only for a pool that failed its check (a hibernated shoot is reported healthy).
+//! read only for a pool that is not healthy (a hibernated shoot is reported healthy, whether its
+//! rollout failed or never started).
 
 pub mod check;
 pub mod condition;
@@ -21,11 +22,12 @@ use crate::managedresources::ManagedResourceCache;
 use check::{Input, SYSTEM_COMPONENTS_HEALTHY, evaluate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -51,6 +53,10 @@ pub struct HealthChecker {
     runtimes: Store<ContainerRuntime>,
     managed_resources: ManagedResourceCache,
     opts: HealthOptions,
+    /// The cached resourceVersion each of our condition writes was based on, until the cache
+    /// shows a newer one: a round must not judge an object by a cache older than its own write
+    /// (it would write the same condition again, with a new transition time).
+    written_over: Mutex<HashMap<ObjectRef<ContainerRuntime>, String>>,
 }
 
 /// A check is not due on objects in flux: being deleted, migrated or restored, never reconciled,
@@ -84,6 +90,7 @@ impl HealthChecker {
             runtimes,
             managed_resources,
             opts,
+            written_over: Mutex::default(),
         }
     }
 
@@ -117,8 +124,16 @@ impl HealthChecker {
             return round;
         }
         let mut hibernation: HashMap<String, bool> = HashMap::new();
-        for cr in self.runtimes.state() {
+        let runtimes = self.runtimes.state();
+        self.written_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| self.runtimes.get(key).is_some());
+        for cr in runtimes {
             if !self.opts.responsibility.responsible_for(&cr) || !due(&cr, self.opts.sync_period) {
+                continue;
+            }
+            if self.cache_behind_our_write(&cr) {
                 continue;
             }
             round.checked += 1;
@@ -132,6 +147,21 @@ impl HealthChecker {
             }
         }
         round
+    }
+
+    /// Whether the cached `cr` is still the version our last condition write was based on (the
+    /// watch has not delivered that write yet). Forgets the write once the cache moved on.
+    fn cache_behind_our_write(&self, cr: &ContainerRuntime) -> bool {
+        let key = ObjectRef::from_obj(cr);
+        let mut written_over = self.written_over.lock().unwrap_or_else(|e| e.into_inner());
+        match written_over.get(&key) {
+            Some(base) if cr.metadata.resource_version.as_ref() == Some(base) => true,
+            Some(_) => {
+                written_over.remove(&key);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Whether the shoot of `namespace` is hibernated (read once per round, only when needed).
@@ -169,9 +199,11 @@ impl HealthChecker {
             progressing_threshold: self.opts.progressing_threshold,
         };
         let mut verdict = evaluate(&input);
-        // only a failure needs the Cluster: a hibernated shoot's resource manager is scaled down and
-        // its last word may be stale (a rollout is shown as it is)
-        if verdict.status == condition::FALSE && self.hibernated(&ns, memo).await {
+        // A hibernated shoot is healthy whatever its resources say (Gardener's health checks answer
+        // so before any check): its resource manager is scaled down, so a reconcile during
+        // hibernation leaves the ManagedResources unapplied. Only a verdict other than healthy
+        // needs the Cluster, so a healthy seed costs no reads.
+        if verdict.status != condition::TRUE && self.hibernated(&ns, memo).await {
             input.hibernated = true;
             verdict = evaluate(&input);
         }
@@ -194,6 +226,12 @@ impl HealthChecker {
                 &Patch::Merge(json!({"status": {"conditions": all}})),
             )
             .await?;
+        if let Some(base) = cr.metadata.resource_version.clone() {
+            self.written_over
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(ObjectRef::from_obj(cr), base);
+        }
         tracing::info!(containerruntime = %cr.name_any(), namespace = %ns, status = verdict.status, message = %verdict.message, "{SYSTEM_COMPONENTS_HEALTHY} changed");
         Ok(true)
     }

@@ -3,7 +3,8 @@
 use super::installer::{InstallerImages, daemon_set};
 use super::pools::PoolInput;
 use super::rbac;
-use super::runtimeclasses::{DefaultConflict, runtime_classes};
+use super::runtimeclasses::runtime_classes;
+use super::shootwide::Violations;
 use crate::managedresources::Manifests;
 use kube::Resource;
 use serde::Serialize;
@@ -34,7 +35,7 @@ fn add<K: Resource<DynamicType = ()> + Serialize>(out: &mut Manifests, obj: &K) 
 }
 
 /// RuntimeClasses for the union of the pools' shims, plus the installer's identity.
-pub fn shared(pools: &[PoolInput]) -> Result<Manifests, DefaultConflict> {
+pub fn shared(pools: &[PoolInput]) -> Result<Manifests, Violations> {
     let mut out = Manifests::new();
     for rc in runtime_classes(pools)? {
         add(&mut out, &rc);

@@ -12,5 +12,6 @@ pub mod pools;
 pub mod rbac;
 pub mod requirements;
 pub mod runtimeclasses;
+pub mod shootwide;
 
 pub use actuator::KataActuator;

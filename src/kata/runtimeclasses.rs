@@ -4,24 +4,13 @@
 
 use super::names::*;
 use super::pools::PoolInput;
+use super::shootwide;
 use crate::api::kata_config::Shim;
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::api::node::v1::{Overhead, RuntimeClass, Scheduling};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use std::collections::BTreeMap;
-
-/// Two pools ask for different handlers behind the one `kata` RuntimeClass.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "pools {first_pool:?} and {second_pool:?} set different defaultHypervisor values ({first} and {second}), but the RuntimeClass \"kata\" can point to one handler only"
-)]
-pub struct DefaultConflict {
-    pub first_pool: String,
-    pub first: Shim,
-    pub second_pool: String,
-    pub second: Shim,
-}
 
 /// A RuntimeClass `name` for containerd handler `handler`, scheduling onto nodes marked with
 /// `node_label` and tolerating the taints of `pools`.
@@ -71,8 +60,8 @@ fn shim_class(name: &str, shim: Shim, pools: &[&PoolInput]) -> RuntimeClass {
     runtime_class(name, shim.handler(), shim_label(shim), shim, pools)
 }
 
-/// RuntimeClasses for all pools, sorted by name.
-pub fn runtime_classes(pools: &[PoolInput]) -> Result<Vec<RuntimeClass>, DefaultConflict> {
+/// RuntimeClasses for all pools, sorted by name; the shoot-wide rules decide whether there are any.
+pub fn runtime_classes(pools: &[PoolInput]) -> Result<Vec<RuntimeClass>, shootwide::Violations> {
     let mut by_shim: BTreeMap<Shim, Vec<&PoolInput>> = BTreeMap::new();
     for pool in pools {
         for shim in &pool.config.hypervisors {
@@ -97,24 +86,16 @@ pub fn runtime_classes(pools: &[PoolInput]) -> Result<Vec<RuntimeClass>, Default
             ));
         }
     }
-    let mut default: Option<(&PoolInput, Shim)> = None;
-    for pool in pools {
-        if let Some(shim) = pool.config.default_hypervisor {
-            match default {
-                Some((first, s)) if s != shim => {
-                    return Err(DefaultConflict {
-                        first_pool: first.name.clone(),
-                        first: s,
-                        second_pool: pool.name.clone(),
-                        second: shim,
-                    });
-                }
-                Some(_) => {}
-                None => default = Some((pool, shim)),
-            }
-        }
-    }
-    if let Some((_, shim)) = default {
+    let views: Vec<shootwide::Pool> = pools
+        .iter()
+        .map(|p| shootwide::Pool {
+            name: &p.name,
+            config: &p.config,
+        })
+        .collect();
+    shootwide::check(&views)?;
+    let default = shootwide::default_hypervisor(&views);
+    if let Some(shim) = default {
         classes.push(shim_class("kata", shim, &by_shim[&shim]));
     }
     classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));

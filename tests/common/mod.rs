@@ -55,10 +55,19 @@ impl TestController {
         &self,
         progressing_threshold: Duration,
     ) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
+        self.health_checker_over(self.runtimes.clone(), progressing_threshold)
+    }
+
+    /// The same health checks over another ContainerRuntime cache (one the test holds back).
+    pub fn health_checker_over(
+        &self,
+        runtimes: kube::runtime::reflector::Store<ContainerRuntime>,
+        progressing_threshold: Duration,
+    ) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
         use gardener_extension_runtime_kata::healthcheck::{HealthChecker, HealthOptions};
         HealthChecker::new(
             self.client.clone(),
-            self.runtimes.clone(),
+            runtimes,
             self.managed_resources
                 .clone()
                 .expect("the actuator caches its ManagedResources"),
