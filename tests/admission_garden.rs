@@ -448,3 +448,55 @@ async fn machine_types_of_a_namespaced_cloudprofile_are_judged_by_its_merged_spe
         )
     );
 }
+
+/// The shoot-wide rules are the seed's own (`kata::shootwide`): two pools that disagree on the
+/// `kata` RuntimeClass are rejected at submission with the seed's message at each pool, instead of
+/// failing every reconcile in the seed later.
+#[tokio::test]
+async fn pools_that_disagree_on_the_default_hypervisor_are_rejected_at_each_pool() {
+    let (client, ns, _turn) = setup("shoot-wide").await;
+    let api = shoots(&client, &ns);
+    let workers = json!([
+        pool(
+            "b",
+            "metal",
+            "gardenlinux",
+            kata(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "clh"}))
+        ),
+        pool("plain", "small", "gardenlinux", json!([])),
+        pool(
+            "a",
+            "metal",
+            "gardenlinux",
+            kata(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}))
+        )
+    ]);
+    let status = denial(create(&api, shoot(&ns, "shoot-wide", workers)).await);
+    let seed = "pools \"a\" and \"b\" set different defaultHypervisor values (qemu and clh), but the RuntimeClass \"kata\" can point to one handler only";
+    assert_eq!(status.code, 422, "{status:?}");
+    assert_eq!(
+        status.message,
+        format!(
+            "{DENIED}: Shoot \"shoot-wide\" is invalid for kata: \
+             spec.provider.workers[0].cri.containerRuntimes[0].providerConfig.defaultHypervisor: {seed}; \
+             spec.provider.workers[2].cri.containerRuntimes[0].providerConfig.defaultHypervisor: {seed}"
+        )
+    );
+    assert!(api.get_opt("shoot-wide").await.unwrap().is_none());
+    // agreeing pools pass
+    let workers = json!([
+        pool(
+            "b",
+            "metal",
+            "gardenlinux",
+            kata(json!({"hypervisors": ["qemu", "clh"], "defaultHypervisor": "qemu"}))
+        ),
+        pool(
+            "a",
+            "metal",
+            "gardenlinux",
+            kata(json!({"hypervisors": ["qemu"], "defaultHypervisor": "qemu"}))
+        )
+    ]);
+    create(&api, shoot(&ns, "shoot-wide", workers)).await.unwrap();
+}

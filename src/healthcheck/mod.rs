@@ -6,20 +6,22 @@
 //! It reads only caches (the controller's ContainerRuntime store and the ManagedResource watch),
 //! writes a condition only when its status, reason, message or codes change, and never touches
 //! `lastOperation`, generation or annotations, so it triggers no reconcile. gardenlet judges
-//! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. The Cluster is
-//! read only for a pool that is not healthy (a hibernated shoot is reported healthy, whether its
-//! rollout failed or never started).
+//! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. A hibernated shoot
+//! is reported healthy before anything else is looked at, from a watch of the Clusters' hibernation
+//! flags ([`hibernation`]).
 
 pub mod check;
 pub mod condition;
+pub mod hibernation;
 
 use crate::api::common::Condition;
-use crate::api::{Cluster, ContainerRuntime, DecodedCluster, OperationType};
+use crate::api::{ContainerRuntime, OperationType};
 use crate::extension::operation::{OP_MIGRATE, OP_RESTORE, operation_annotation};
 use crate::extension::predicate::PredicateConfig;
 use crate::kata::names::{SHARED_MR, installation_mr};
 use crate::managedresources::ManagedResourceCache;
 use check::{Input, SYSTEM_COMPONENTS_HEALTHY, evaluate};
+use hibernation::HibernationCache;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -53,6 +55,7 @@ pub struct HealthChecker {
     runtimes: Store<ContainerRuntime>,
     managed_resources: ManagedResourceCache,
     opts: HealthOptions,
+    hibernation: HibernationCache,
     /// The cached resourceVersion each of our condition writes was based on, until the cache
     /// shows a newer one: a round must not judge an object by a cache older than its own write
     /// (it would write the same condition again, with a new transition time).
@@ -86,6 +89,7 @@ impl HealthChecker {
         opts: HealthOptions,
     ) -> Self {
         Self {
+            hibernation: HibernationCache::start(client.clone()),
             client,
             runtimes,
             managed_resources,
@@ -120,10 +124,9 @@ impl HealthChecker {
     /// One pass over every ContainerRuntime (nothing while the caches are still filling).
     pub async fn round(&self) -> Round {
         let mut round = Round::default();
-        if !self.managed_resources.is_synced() {
+        if !self.managed_resources.is_synced() || !self.hibernation.is_synced() {
             return round;
         }
-        let mut hibernation: HashMap<String, bool> = HashMap::new();
         let runtimes = self.runtimes.state();
         self.written_over
             .lock()
@@ -137,7 +140,7 @@ impl HealthChecker {
                 continue;
             }
             round.checked += 1;
-            match self.check(&cr, &mut hibernation).await {
+            match self.check(&cr).await {
                 Ok(true) => round.written += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -164,25 +167,8 @@ impl HealthChecker {
         }
     }
 
-    /// Whether the shoot of `namespace` is hibernated (read once per round, only when needed).
-    async fn hibernated(&self, namespace: &str, memo: &mut HashMap<String, bool>) -> bool {
-        if let Some(h) = memo.get(namespace) {
-            return *h;
-        }
-        let h = match Api::<Cluster>::all(self.client.clone()).get_opt(namespace).await {
-            Ok(Some(c)) => DecodedCluster::decode(&c).is_ok_and(|c| c.shoot.is_hibernation_enabled()),
-            Ok(None) => false,
-            Err(e) => {
-                tracing::debug!(cluster = namespace, error = %e, "cannot read the Cluster");
-                false
-            }
-        };
-        memo.insert(namespace.to_string(), h);
-        h
-    }
-
     /// Evaluates one ContainerRuntime; writes its condition if it changed (returns whether it did).
-    async fn check(&self, cr: &ContainerRuntime, memo: &mut HashMap<String, bool>) -> Result<bool, kube::Error> {
+    async fn check(&self, cr: &ContainerRuntime) -> Result<bool, kube::Error> {
         let ns = cr.namespace().unwrap_or_default();
         let pool = cr.spec.worker_pool.name.as_str();
         let conditions: &[Condition] = cr.status.as_ref().map_or(&[], |s| &s.conditions);
@@ -190,23 +176,15 @@ impl HealthChecker {
         let installation = installation_mr(pool);
         let inst = self.managed_resources.get(&ns, &installation).flatten();
         let shared = self.managed_resources.get(&ns, SHARED_MR).flatten();
-        let mut input = Input {
+        let input = Input {
             pool,
             managed_resources: vec![(installation.as_str(), inst.as_deref()), (SHARED_MR, shared.as_deref())],
-            hibernated: false,
+            hibernated: self.hibernation.hibernated(&ns),
             old,
             since_transition: old.map_or(Duration::ZERO, |o| since(&o.last_transition_time)),
             progressing_threshold: self.opts.progressing_threshold,
         };
-        let mut verdict = evaluate(&input);
-        // A hibernated shoot is healthy whatever its resources say (Gardener's health checks answer
-        // so before any check): its resource manager is scaled down, so a reconcile during
-        // hibernation leaves the ManagedResources unapplied. Only a verdict other than healthy
-        // needs the Cluster, so a healthy seed costs no reads.
-        if verdict.status != condition::TRUE && self.hibernated(&ns, memo).await {
-            input.hibernated = true;
-            verdict = evaluate(&input);
-        }
+        let verdict = evaluate(&input);
         let unchanged = old.is_some_and(|o| {
             o.status == verdict.status
                 && o.reason == verdict.reason
