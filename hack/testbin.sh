@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the test control plane (etcd, kube-apiserver, helm), gardener-resource-manager and
-# gardener-apiserver from Go
+# Builds the test control plane (etcd, kube-apiserver, helm), gardener-resource-manager,
+# gardener-apiserver and hack/gardenlet-driver from Go
 # modules at pinned versions and places Gardener's seed CRDs next to them. Idempotent: binaries
 # already in the cache are kept.
 #
-#   hack/testbin.sh [crds|operator-crds|etcd|helm|kube-apiserver|gardener-resource-manager|gardener-apiserver ...]   (default: all)
+#   hack/testbin.sh [crds|operator-crds|etcd|helm|kube-apiserver|gardener-resource-manager|gardener-apiserver|gardenlet-driver ...]   (default: all)
 #   TESTBIN_DIR   cache directory (default: <repo>/.testbin); survives `cargo clean`
 set -euo pipefail
 
@@ -180,9 +180,27 @@ build_gardener_cmd() {
   echo "$GARDENER_VERSION" >"$stamp"
 }
 
+# hack/gardenlet-driver: gardenlet's own ContainerRuntime component driving the extension
+# (tests/gardenlet.rs). A module of its own with go.mod/go.sum committed (like the modules above, it
+# requires github.com/gardener/gardener/pkg/apis at Gardener's version, for Gardener's local
+# replace of it does not apply); rebuilt when its source or the Gardener version changes.
+build_gardenlet_driver() {
+  local src=$repo/hack/gardenlet-driver out=$dir/gardenlet-driver stamp=$dir/gardenlet-driver.version want
+  grep -Eq "^\s*github.com/gardener/gardener v$GARDENER_VERSION\$" "$src/go.mod" || {
+    echo "[testbin] error: $src/go.mod does not require github.com/gardener/gardener v$GARDENER_VERSION" >&2; exit 1; }
+  want="$GARDENER_VERSION $(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -d' ' -f1)"
+  if [ -x "$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    say "gardenlet-driver (Gardener v$GARDENER_VERSION) present"; return
+  fi
+  say "building gardenlet-driver against Gardener v$GARDENER_VERSION (seconds once gardener-resource-manager has warmed the Go build cache)"
+  (cd "$src" && go build -mod=readonly -trimpath -ldflags "-s -w" -o "$out.tmp" .)
+  mv "$out.tmp" "$out"
+  echo "$want" >"$stamp"
+}
+
 start=$(date +%s)
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(crds operator-crds etcd helm kube-apiserver gardener-resource-manager gardener-apiserver)
+[ ${#components[@]} -gt 0 ] || components=(crds operator-crds etcd helm kube-apiserver gardener-resource-manager gardener-apiserver gardenlet-driver)
 for c in "${components[@]}"; do
   case $c in
     crds) place_crds ;;
@@ -194,6 +212,7 @@ for c in "${components[@]}"; do
     # instance, garbage-collects unreferenced secrets); gardener-apiserver serves Shoots,
     # CloudProfiles and Projects as an aggregated API, so the garden admission is called by it
     gardener-resource-manager | gardener-apiserver) build_gardener_cmd "$c" ;;
+    gardenlet-driver) build_gardenlet_driver ;;
     *) echo "[testbin] error: unknown component $c" >&2; exit 2 ;;
   esac
 done
