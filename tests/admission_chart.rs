@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::{Scope, pinned_kind};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::process::Command as Process;
 
 const CHARTS: &str = concat!(
@@ -293,10 +293,50 @@ async fn the_admission_works_under_the_charts_rbac() {
         .await
         .unwrap();
     assert_eq!(
-        repaired.webhooks.unwrap()[0].client_config.ca_bundle,
+        repaired.webhooks.clone().unwrap()[0].client_config.ca_bundle,
         webhook.client_config.ca_bundle,
         "re-registered with the same CA"
     );
+    // ... and so is a configuration changed by hand: validation silently off, or every kata spec
+    // change failing, would otherwise stay so while /readyz answers ok
+    let name = admission::registration::DEFAULT_CONFIGURATION_NAME;
+    let edits: [(&str, Value); 3] = [
+        (
+            "failurePolicy",
+            json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Ignore"}]),
+        ),
+        (
+            "matchConditions",
+            json!([{"op": "remove", "path": "/webhooks/0/matchConditions"}]),
+        ),
+        (
+            "clientConfig.url",
+            json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": "https://127.0.0.1:1/elsewhere"}]),
+        ),
+    ];
+    for (what, patch) in edits {
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        vwcs.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(patch),
+        )
+        .await
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let current = vwcs.get(name).await.unwrap();
+            if current.webhooks == repaired.webhooks {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} not restored: {:?}",
+                current.webhooks
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 
     shutdown.trigger();
     server.await.unwrap().unwrap();

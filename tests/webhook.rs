@@ -587,3 +587,78 @@ async fn idle_and_slow_clients_are_cut_off_and_the_webhook_keeps_serving() {
         .expect("a TLS handshake after the crowd");
     running.cleanup(client).await;
 }
+
+/// Drift repair covers the whole configuration, not only its existence and CA: every field we set
+/// that is changed by hand (failure policy, timeout, where the apiserver sends reviews, selectors,
+/// rules, our label, the owner) is restored within seconds of the watch event (the periodic check
+/// is an hour away), and the registration readiness is true again afterwards.
+#[tokio::test]
+async fn every_field_of_the_configuration_changed_by_hand_is_restored() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let mut running = start(&client, "drift", |o| o.certs.check_interval = Duration::from_secs(3600)).await;
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = running.opts.configuration_name.clone();
+    let desired = configs.get(&name).await.unwrap();
+    let view = |c: &MutatingWebhookConfiguration| json!({"webhooks": c.webhooks, "labels": c.metadata.labels, "owners": c.metadata.owner_references});
+    let edits: [(&str, Value); 7] = [
+        (
+            "failurePolicy",
+            json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]),
+        ),
+        (
+            "timeoutSeconds",
+            json!([{"op": "replace", "path": "/webhooks/0/timeoutSeconds", "value": 30}]),
+        ),
+        (
+            "clientConfig.url",
+            json!([{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": "https://127.0.0.1:1/elsewhere"}]),
+        ),
+        (
+            "namespaceSelector",
+            json!([{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {}}]),
+        ),
+        (
+            "rules",
+            json!([{"op": "replace", "path": "/webhooks/0/rules/0/operations", "value": ["CREATE"]}]),
+        ),
+        ("labels", json!([{"op": "remove", "path": "/metadata/labels"}])),
+        (
+            "ownerReferences",
+            json!([{"op": "remove", "path": "/metadata/ownerReferences"}]),
+        ),
+    ];
+    for (what, patch) in edits {
+        let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+        let edited = configs
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::<()>::Json(patch),
+            )
+            .await
+            .unwrap();
+        assert_ne!(view(&edited), view(&desired), "{what}: the edit changed something");
+        let started = Instant::now();
+        common::eventually(Duration::from_secs(10), &format!("{what} restored"), || async {
+            let c = configs.get(&name).await.map_err(|e| e.to_string())?;
+            if view(&c) == view(&desired) {
+                Ok(())
+            } else {
+                Err(format!("{}", view(&c)))
+            }
+        })
+        .await;
+        println!("{what}: restored after {:?}", started.elapsed());
+        common::eventually(Duration::from_secs(5), "registration ready again", || async {
+            if *running.registered.borrow() {
+                Ok(())
+            } else {
+                Err("not ready".to_string())
+            }
+        })
+        .await;
+    }
+    running.stop().await;
+    configs.delete(&name, &DeleteParams::default()).await.unwrap();
+}

@@ -5,13 +5,14 @@ use crate::webhook::Registrar;
 use crate::webhook::registration::{
     ClientTarget, FailurePolicy, client_config, namespace_owner, namespace_owner_reference,
 };
+use crate::webhook::registration::{is_registered, server_side_apply};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchCondition, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta};
 
 /// Name of the configuration (Gardener: `gardener-extension-admission-<name>`).
 pub const DEFAULT_CONFIGURATION_NAME: &str = "gardener-extension-admission-runtime-kata";
@@ -82,6 +83,22 @@ pub struct ValidatingRegistrar {
     pub registration: ShootRegistration,
 }
 
+impl ValidatingRegistrar {
+    /// The whole configuration as it is applied, with its owner looked up.
+    async fn desired(&self, ca_bundle_pem: &str) -> Result<serde_json::Value, kube::Error> {
+        let owner = namespace_owner(&self.client, self.registration.owner_namespace.as_deref()).await?;
+        let object = self
+            .registration
+            .build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
+        Ok(serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": object.metadata,
+            "webhooks": object.webhooks,
+        }))
+    }
+}
+
 impl Registrar for ValidatingRegistrar {
     fn kind(&self) -> &'static str {
         "ValidatingWebhookConfiguration"
@@ -93,23 +110,9 @@ impl Registrar for ValidatingRegistrar {
 
     fn apply<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, Result<(), kube::Error>> {
         Box::pin(async move {
-            let owner = namespace_owner(&self.client, self.registration.owner_namespace.as_deref()).await?;
-            let object = self
-                .registration
-                .build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
-            let value = serde_json::json!({
-                "apiVersion": "admissionregistration.k8s.io/v1",
-                "kind": "ValidatingWebhookConfiguration",
-                "metadata": object.metadata,
-                "webhooks": object.webhooks,
-            });
-            Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
-                .patch(
-                    self.name(),
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(value),
-                )
-                .await?;
+            let desired = self.desired(ca_bundle_pem).await?;
+            let api: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
+            server_side_apply(&api, self.name(), FIELD_MANAGER, &desired, false).await?;
             Ok(())
         })
     }
@@ -117,20 +120,11 @@ impl Registrar for ValidatingRegistrar {
     fn intact<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let api: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-            match api.get_opt(self.name()).await {
-                Ok(Some(vwc)) => crate::webhook::webhooks_trust(
-                    vwc.webhooks
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|w| w.client_config.ca_bundle.as_ref()),
-                    ca_bundle_pem,
-                ),
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the admission webhook configuration failed");
-                    true
-                }
-            }
+            let checked = async {
+                let desired = self.desired(ca_bundle_pem).await?;
+                is_registered(&api, self.name(), FIELD_MANAGER, &desired).await
+            };
+            crate::webhook::unknown_is_intact(self.kind(), checked.await)
         })
     }
 

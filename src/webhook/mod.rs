@@ -307,8 +307,8 @@ pub trait Registrar: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Creates or updates the configuration with `ca_bundle_pem`.
     fn apply<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, Result<(), kube::Error>>;
-    /// Whether the configuration in the cluster exists and trusts `ca_bundle_pem` (true when
-    /// unknown: the next check decides).
+    /// Whether the configuration in the cluster is the whole desired one, trusting
+    /// `ca_bundle_pem` (true when unknown: the next check decides).
     fn intact<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, bool>;
     /// Fires when the configuration may have been changed or deleted behind our back.
     fn changes(&self) -> BoxStream<'static, ()>;
@@ -330,26 +330,22 @@ impl Registrar for MutatingRegistrar {
     }
 
     fn apply<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, Result<(), kube::Error>> {
-        Box::pin(self.registration.apply(self.client.clone(), ca_bundle_pem))
+        Box::pin(async move {
+            let desired = self.registration.desired(&self.client, ca_bundle_pem).await?;
+            let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(self.client.clone());
+            registration::server_side_apply(&api, self.name(), registration::FIELD_MANAGER, &desired, false).await?;
+            Ok(())
+        })
     }
 
     fn intact<'a>(&'a self, ca_bundle_pem: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let api: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(self.client.clone());
-            match api.get_opt(self.name()).await {
-                Ok(Some(mwc)) => webhooks_trust(
-                    mwc.webhooks
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|w| w.client_config.ca_bundle.as_ref()),
-                    ca_bundle_pem,
-                ),
-                Ok(None) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the webhook configuration failed");
-                    true
-                }
-            }
+            let checked = async {
+                let desired = self.registration.desired(&self.client, ca_bundle_pem).await?;
+                registration::is_registered(&api, self.name(), registration::FIELD_MANAGER, &desired).await
+            };
+            unknown_is_intact(self.kind(), checked.await)
         })
     }
 
@@ -359,14 +355,12 @@ impl Registrar for MutatingRegistrar {
     }
 }
 
-/// Whether every webhook of a configuration trusts exactly `ca_bundle_pem`.
-pub fn webhooks_trust<'a>(
-    bundles: impl IntoIterator<Item = Option<&'a k8s_openapi::ByteString>>,
-    ca_bundle_pem: &str,
-) -> bool {
-    bundles
-        .into_iter()
-        .all(|b| b.map(|b| b.0.as_slice()) == Some(ca_bundle_pem.as_bytes()))
+/// A check that could not be made counts as intact: the next check decides.
+pub fn unknown_is_intact(kind: &str, checked: Result<bool, kube::Error>) -> bool {
+    checked.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, kind, "checking the webhook configuration failed");
+        true
+    })
 }
 
 /// Create, update and delete events of the object `name` (and the end of every (re-)list, so

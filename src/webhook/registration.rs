@@ -15,7 +15,7 @@ pub const DEFAULT_CONFIGURATION_NAME: &str = "gardener-extension-runtime-kata";
 pub const WEBHOOK_NAME: &str = "osc.runtime-kata.extensions.gardener.cloud";
 /// The label gardenlet puts on pools' objects when they use kata (newer Gardener versions only).
 pub const CONTAINER_RUNTIME_LABEL: &str = "containerruntime.worker.gardener.cloud/kata";
-const FIELD_MANAGER: &str = "gardener-extension-runtime-kata";
+pub const FIELD_MANAGER: &str = "gardener-extension-runtime-kata";
 
 /// What the apiserver does when the webhook cannot be reached or answers with an error.
 ///
@@ -140,26 +140,63 @@ impl Registration {
         }
     }
 
-    /// Creates or updates the configuration (server-side apply, forced: we own it).
-    pub async fn apply(&self, client: kube::Client, ca_bundle_pem: &str) -> Result<(), kube::Error> {
-        let owner = namespace_owner(&client, self.owner_namespace.as_deref()).await?;
-        let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-        let mut object = self.build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
-        object.metadata.managed_fields = None;
-        let value = serde_json::json!({
+    /// The whole configuration as it is applied, with its owner looked up.
+    pub async fn desired(&self, client: &kube::Client, ca_bundle_pem: &str) -> Result<serde_json::Value, kube::Error> {
+        let owner = namespace_owner(client, self.owner_namespace.as_deref()).await?;
+        let object = self.build(ca_bundle_pem, owner.as_ref().map(|(n, u)| (n.as_str(), u.as_str())));
+        Ok(serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
             "metadata": object.metadata,
             "webhooks": object.webhooks,
-        });
-        api.patch(
-            &self.configuration_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(value),
-        )
-        .await?;
-        Ok(())
+        }))
     }
+}
+
+/// Server-side applies the whole configuration `desired` as `field_manager` (forced: we own it);
+/// `dry_run` only shows what the object would become.
+pub async fn server_side_apply<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    desired: &serde_json::Value,
+    dry_run: bool,
+) -> Result<K, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + fmt::Debug,
+{
+    let mut params = PatchParams::apply(field_manager).force();
+    params.dry_run = dry_run;
+    api.patch(name, &params, &Patch::Apply(desired)).await
+}
+
+/// Whether the stored configuration is exactly what applying `desired` would make of it, over
+/// everything we set: the webhooks (rules, selectors, match conditions, failure policy, timeout,
+/// client config, CA bundle, ...), our labels and the owner. A dry run of the apply gives the
+/// apiserver's own defaulting, so defaults never count as drift; fields only others set do not count.
+pub async fn is_registered<K>(
+    api: &Api<K>,
+    name: &str,
+    field_manager: &str,
+    desired: &serde_json::Value,
+) -> Result<bool, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + fmt::Debug,
+{
+    let Some(current) = api.get_opt(name).await? else {
+        return Ok(false);
+    };
+    let would_be = server_side_apply(api, name, field_manager, desired, true).await?;
+    Ok(owned_view(&current) == owned_view(&would_be))
+}
+
+fn owned_view<K: serde::Serialize>(object: &K) -> serde_json::Value {
+    let v = serde_json::to_value(object).unwrap_or_default();
+    serde_json::json!({
+        "webhooks": v["webhooks"],
+        "labels": v["metadata"]["labels"],
+        "ownerReferences": v["metadata"]["ownerReferences"],
+    })
 }
 
 /// How the apiserver reaches the server, trusting `ca_bundle_pem`.
