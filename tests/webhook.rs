@@ -537,6 +537,7 @@ async fn idle_and_slow_clients_are_cut_off_and_the_webhook_keeps_serving() {
         o.limits = ConnectionLimits {
             max_connections: 8,
             idle_timeout: Duration::from_secs(1),
+            ..Default::default()
         }
     })
     .await;
@@ -661,4 +662,137 @@ async fn every_field_of_the_configuration_changed_by_hand_is_restored() {
     }
     running.stop().await;
     configs.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+/// Clients that fill the connection cap by trickling bytes (and reconnecting when cut off) cannot
+/// starve the apiserver: its reviews still take a slot, are answered and mutate the OSC, within a
+/// fraction of the webhook timeout. A client that trickles a request body is answered 408 at the
+/// request deadline, however often it sends a byte.
+#[tokio::test]
+async fn trickling_clients_filling_the_cap_cannot_starve_valid_reviews() {
+    use gardener_extension_runtime_kata::webhook::limits::ConnectionLimits;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("wh-starve").await;
+    create_cluster(&client, &ns).await;
+    let deadline = Duration::from_secs(2);
+    let running = start(&client, "starve", |o| {
+        // a short idle timeout closes the apiserver's kept-alive connection during the attack:
+        // its reviews need a new slot
+        o.limits = ConnectionLimits {
+            max_connections: 16,
+            idle_timeout: Duration::from_secs(1),
+            request_deadline: deadline,
+        }
+    })
+    .await;
+    let api: Api<OperatingSystemConfig> = Api::namespaced(client.clone(), &ns);
+    wait_effective(&api).await;
+
+    // 48 tricklers for 16 slots: a byte of a TLS record every 200 ms, reconnecting when cut off
+    let stop = Arc::new(AtomicBool::new(false));
+    let connects = Arc::new(AtomicUsize::new(0));
+    let addr = running.addr;
+    let tricklers: Vec<_> = (0..48)
+        .map(|_| {
+            let (stop, connects) = (stop.clone(), connects.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    connects.fetch_add(1, Ordering::Relaxed);
+                    for b in [0x16u8, 0x03, 0x01, 0x02, 0x00].iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..5 {
+        let started = Instant::now();
+        let created = api
+            .create(&PostParams::default(), &osc(&format!("under-attack-{i}"), "kata-fc"))
+            .await
+            .unwrap();
+        slowest = slowest.max(started.elapsed());
+        assert!(is_mutated(&created), "review {i} answered during the attack");
+    }
+    println!(
+        "slowest valid review under attack: {slowest:?} ({} trickler connections)",
+        connects.load(Ordering::Relaxed)
+    );
+    assert!(
+        slowest < Duration::from_secs(3),
+        "well under the 10 s webhook timeout: {slowest:?}"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tricklers {
+        t.await.unwrap();
+    }
+
+    // a trickled body: answered 408 at the deadline, though never idle
+    let ca = secret_value(
+        &client,
+        &running.opts.namespace,
+        &running.opts.certs.secret_name,
+        "ca.crt",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tls.write_all(
+        format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            running.opts.path
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let trickle = async {
+        loop {
+            if tls.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(1), tls.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => return String::from_utf8_lossy(&buf[..n]).to_string(),
+                Err(_) => {}
+            }
+        }
+        String::new()
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), trickle)
+        .await
+        .expect("the trickled request is cut off");
+    let took = started.elapsed();
+    println!("trickled body answered after {took:?}: {answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(took < deadline + Duration::from_secs(2), "{took:?}");
+    running.cleanup(client).await;
 }

@@ -1,29 +1,45 @@
-//! Connection limits of the webhook server: a bounded number of open connections, and no
-//! connection that sits idle (or trickles a byte now and then) for longer than the idle timeout.
+//! Connection limits of the webhook servers (the seed webhook and the garden admission share them):
+//! a bounded number of open connections that no crowd of idle or trickling clients can hold, no
+//! connection that sits idle for longer than the idle timeout, and a deadline for each request
+//! that a client cannot extend by sending a byte now and then.
 //!
-//! hyper bounds the time for request headers and the TLS handshake is bounded by the acceptor;
-//! this bounds what those leave open: idle keep-alive connections, half-sent bodies, and the
-//! number of sockets a crowd of slow clients can hold (each costs a file descriptor).
+//! - The TLS handshake is bounded by the acceptor, the request headers by hyper
+//!   (`header_read_timeout`), the whole request (body and answer) by `request_deadline`
+//!   ([`within_deadline`], applied to every route by `serve_tls`).
+//! - When every slot is taken, a new connection takes the slot of another, which is closed: first
+//!   of those the server never answered a byte (no TLS handshake done), then the longest-quiet.
+//!   Clients that hold slots without finishing requests cannot lock out a new client, and a crowd
+//!   of them churning through the slots does not cut off connections that got past the handshake.
 
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum_server::accept::Accept;
+use futures::task::AtomicWaker;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Connections beyond this are closed right after accept. The apiserver keeps a few
-    /// connections per replica; this leaves room for many apiservers while staying far below
-    /// the default file-descriptor limit of 1024.
+    /// Open connections at most; one more closes the longest-quiet one. The apiserver keeps a few
+    /// connections per replica; this leaves room for many apiservers while staying far below the
+    /// default file-descriptor limit of 1024.
     pub max_connections: usize,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
+    /// A request (from its headers on: body, decision, answer) is answered within this, else
+    /// with 408 and the connection closed. Below the apiserver's webhook timeouts (5 and 10 s)
+    /// would cut slow but honest answers; the apiserver gives up at its own timeout anyway.
+    pub request_deadline: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -31,7 +47,95 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 512,
             idle_timeout: Duration::from_secs(60),
+            request_deadline: Duration::from_secs(10),
         }
+    }
+}
+
+/// Middleware: the whole request within `deadline` (`axum::middleware::from_fn_with_state`).
+pub async fn within_deadline(
+    axum::extract::State(deadline): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                ?deadline,
+                "a request was not complete within its deadline: closing the connection"
+            );
+            let mut response = (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request was not complete within {deadline:?}"),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// One open connection as the table sees it.
+struct Slot {
+    /// Milliseconds since the table's start at the last byte read or written.
+    last_active: AtomicU64,
+    /// The server has sent something (the TLS handshake got that far).
+    answered: AtomicBool,
+    evicted: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// Every open connection, for eviction when full.
+struct Table {
+    max: usize,
+    start: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+impl Table {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A slot for a new connection; when full, one is told to close: one the server never sent a
+    /// byte to (a client that has not even completed a TLS handshake) before any other, the
+    /// longest-quiet among them.
+    fn admit(self: &Arc<Self>) -> (u64, Arc<Slot>) {
+        let slot = Arc::new(Slot {
+            last_active: AtomicU64::new(self.now()),
+            answered: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while open.len() >= self.max.max(1) {
+            let quietest = open
+                .iter()
+                .min_by_key(|(_, s)| {
+                    (
+                        s.answered.load(Ordering::Relaxed),
+                        s.last_active.load(Ordering::Relaxed),
+                    )
+                })
+                .map(|(id, _)| *id);
+            let Some(quietest) = quietest else { break };
+            if let Some(s) = open.remove(&quietest) {
+                s.evicted.store(true, Ordering::Release);
+                s.waker.wake();
+            }
+            tracing::debug!("webhook connection limit reached: closing the longest-quiet connection");
+        }
+        open.insert(id, slot.clone());
+        (id, slot)
+    }
+
+    fn release(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 }
 
@@ -39,14 +143,19 @@ impl Default for ConnectionLimits {
 /// (`RustlsAcceptor::new(..).acceptor(LimitedAcceptor::new(..))`).
 #[derive(Clone)]
 pub struct LimitedAcceptor {
-    slots: Arc<Semaphore>,
+    table: Arc<Table>,
     idle_timeout: Duration,
 }
 
 impl LimitedAcceptor {
     pub fn new(limits: ConnectionLimits) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            table: Arc::new(Table {
+                max: limits.max_connections,
+                start: Instant::now(),
+                next_id: AtomicU64::new(0),
+                open: Mutex::new(HashMap::new()),
+            }),
             idle_timeout: limits.idle_timeout,
         }
     }
@@ -58,27 +167,31 @@ impl<I, S> Accept<I, S> for LimitedAcceptor {
     type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            tracing::warn!("webhook connection limit reached, closing a new connection");
-            return std::future::ready(Err(io::Error::other("connection limit reached")));
-        };
-        std::future::ready(Ok((Guarded::new(stream, slot, self.idle_timeout), service)))
+        let (id, slot) = self.table.admit();
+        std::future::ready(Ok((
+            Guarded::new(stream, self.table.clone(), id, slot, self.idle_timeout),
+            service,
+        )))
     }
 }
 
-/// A stream holding a connection slot until dropped, failing with `TimedOut` once idle too long.
+/// A stream holding a connection slot until dropped, failing once idle too long or evicted.
 pub struct Guarded<I> {
     inner: I,
-    _slot: OwnedSemaphorePermit,
+    table: Arc<Table>,
+    id: u64,
+    slot: Arc<Slot>,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<I> Guarded<I> {
-    fn new(inner: I, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+    fn new(inner: I, table: Arc<Table>, id: u64, slot: Arc<Slot>, idle_timeout: Duration) -> Self {
         Self {
             inner,
-            _slot: slot,
+            table,
+            id,
+            slot,
             idle_timeout,
             deadline: Box::pin(tokio::time::sleep(idle_timeout)),
         }
@@ -86,6 +199,18 @@ impl<I> Guarded<I> {
 
     fn active(&mut self) {
         self.deadline.as_mut().reset(Instant::now() + self.idle_timeout);
+        self.slot.last_active.store(self.table.now(), Ordering::Relaxed);
+    }
+
+    fn check_evicted(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.slot.waker.register(cx.waker());
+        if self.slot.evicted.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room for a new connection",
+            ));
+        }
+        Ok(())
     }
 
     fn check_idle(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -96,8 +221,15 @@ impl<I> Guarded<I> {
     }
 }
 
+impl<I> Drop for Guarded<I> {
+    fn drop(&mut self) {
+        self.table.release(self.id);
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.check_evicted(cx)?;
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -116,9 +248,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        self.check_evicted(cx)?;
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Ready(r) => {
                 self.active();
+                if matches!(r, Ok(n) if n > 0) {
+                    self.slot.answered.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -142,13 +278,24 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn acceptor(max: usize, idle: u64) -> LimitedAcceptor {
+        LimitedAcceptor::new(ConnectionLimits {
+            max_connections: max,
+            idle_timeout: Duration::from_secs(idle),
+            request_deadline: Duration::from_secs(10),
+        })
+    }
+
+    fn guarded(a: &LimitedAcceptor, stream: tokio::io::DuplexStream) -> Guarded<tokio::io::DuplexStream> {
+        let accepted: io::Result<(Guarded<_>, ())> = futures::executor::block_on(a.accept(stream, ()));
+        accepted.unwrap().0
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_idle_stream_times_out_and_activity_keeps_it_open() {
-        let (client, server) = tokio::io::duplex(64);
-        let slots = Arc::new(Semaphore::new(1));
-        let permit = slots.clone().try_acquire_owned().unwrap();
-        let mut guarded = Guarded::new(server, permit, Duration::from_secs(10));
-        let mut client = client;
+        let a = acceptor(1, 10);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut guarded = guarded(&a, server);
         let mut buf = [0u8; 4];
         // activity within the timeout keeps it open
         for _ in 0..3 {
@@ -156,10 +303,41 @@ mod tests {
             client.write_all(b"x").await.unwrap();
             assert_eq!(guarded.read(&mut buf).await.unwrap(), 1);
         }
-        assert_eq!(slots.available_permits(), 0, "the slot is held while open");
+        assert_eq!(a.table.open.lock().unwrap().len(), 1, "the slot is held while open");
         let err = guarded.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(guarded);
-        assert_eq!(slots.available_permits(), 1, "the slot is returned");
+        assert!(a.table.open.lock().unwrap().is_empty(), "the slot is returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_closes_the_longest_quiet_connection_for_a_new_one() {
+        let a = acceptor(2, 60);
+        let (mut c1, s1) = tokio::io::duplex(64);
+        let (mut c2, s2) = tokio::io::duplex(64);
+        let mut g1 = guarded(&a, s1);
+        let mut g2 = guarded(&a, s2);
+        let mut buf = [0u8; 4];
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // the first one was active more recently than the second
+        c1.write_all(b"x").await.unwrap();
+        assert_eq!(g1.read(&mut buf).await.unwrap(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (mut c3, s3) = tokio::io::duplex(64);
+        let mut g3 = guarded(&a, s3);
+        let err = g2.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "the quietest one goes");
+        c2.write_all(b"y").await.ok();
+        for (c, g) in [(&mut c1, &mut g1), (&mut c3, &mut g3)] {
+            c.write_all(b"z").await.unwrap();
+            assert_eq!(g.read(&mut buf).await.unwrap(), 1, "the others stay open");
+        }
+        assert_eq!(a.table.open.lock().unwrap().len(), 2);
+        drop(g2);
+        assert_eq!(
+            a.table.open.lock().unwrap().len(),
+            2,
+            "an evicted slot was already free"
+        );
     }
 }

@@ -446,6 +446,11 @@ pub async fn serve_tls(
         .http_builder()
         .http1()
         .header_read_timeout(Duration::from_secs(10));
+    // every route of every server gets the request deadline
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.request_deadline,
+        limits::within_deadline,
+    ));
     let server = server.serve(app.into_make_service());
 
     if let Some(tx) = &registered {
