@@ -191,7 +191,11 @@ async fn main() {
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let tls = server::rustls_config(&leaf.cert_pem, &leaf.key_pem).unwrap();
-    let app = server::router(state(), PATH, server::DEFAULT_MAX_BODY_BYTES);
+    let app = server::protected(
+        server::router(state(), PATH),
+        server::DEFAULT_MAX_BODY_BYTES,
+        &Default::default(),
+    );
     tokio::spawn(
         axum_server::from_tcp_rustls(listener, tls)
             .unwrap()

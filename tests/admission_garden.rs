@@ -249,7 +249,7 @@ async fn invalid_kata_shoots_are_rejected_with_the_field_path() {
     assert_eq!(
         fields,
         [
-            "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig",
+            "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig.debug",
             "spec.provider.workers[0].machine.image.name",
             "spec.provider.workers[0].machine.type"
         ],

@@ -12,6 +12,7 @@
 
 use super::validate::{self, MachineTypeCatalog, Rules, Verdict};
 use crate::api::cluster::Shoot;
+use crate::extension::truncate_for_status;
 use crate::runtime::metrics::Metrics;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,20 +35,60 @@ pub enum ProfileRef {
     NamespacedCloudProfile(String),
 }
 
+/// Just the profile reference of a Shoot.
+#[derive(Deserialize, Default)]
+struct ProfileView {
+    #[serde(default)]
+    spec: ProfileSpecView,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ProfileSpecView {
+    #[serde(default)]
+    cloud_profile: Option<ProfileRefView>,
+    #[serde(default)]
+    cloud_profile_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProfileRefView {
+    #[serde(default)]
+    kind: Option<String>,
+    name: String,
+}
+
 impl ProfileRef {
-    pub fn of(shoot: &Value) -> Option<Self> {
-        let spec = shoot.get("spec")?;
-        if let Some(r) = spec.get("cloudProfile") {
-            let name = r.get("name")?.as_str()?.to_string();
-            return match r.get("kind").and_then(Value::as_str) {
-                Some("NamespacedCloudProfile") => Some(Self::NamespacedCloudProfile(name)),
-                _ => Some(Self::CloudProfile(name)),
-            };
+    /// The profile a Shoot (raw JSON) names.
+    pub fn of(shoot: &str) -> Option<Self> {
+        let spec = serde_json::from_str::<ProfileView>(shoot).ok()?.spec;
+        match (spec.cloud_profile, spec.cloud_profile_name) {
+            (Some(r), _) if r.kind.as_deref() == Some("NamespacedCloudProfile") => {
+                Some(Self::NamespacedCloudProfile(r.name))
+            }
+            (Some(r), _) => Some(Self::CloudProfile(r.name)),
+            (None, name) => name.map(Self::CloudProfile),
         }
-        spec.get("cloudProfileName")?
-            .as_str()
-            .map(|n| Self::CloudProfile(n.to_string()))
     }
+
+    fn name(&self) -> &str {
+        match self {
+            Self::CloudProfile(n) | Self::NamespacedCloudProfile(n) => n,
+        }
+    }
+}
+
+/// Whether `name` is a DNS subdomain (RFC 1123), as every name of a Gardener object is. Names go
+/// into request paths: anything else (`/`, `?`, `#`, `%`, ...) could read another object.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 /// Where the machine types come from.
@@ -113,14 +155,17 @@ pub struct AdmissionState {
     pub webhook_label: String,
 }
 
+/// The parts of an AdmissionReview the admission reads; the objects stay raw text of the body
+/// until they are decoded into their typed views.
 #[derive(Deserialize)]
-struct Review {
-    request: Option<Request>,
+struct Review<'a> {
+    #[serde(borrow, default)]
+    request: Option<Request<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Request {
+struct Request<'a> {
     uid: String,
     #[serde(default)]
     resource: GroupResource,
@@ -130,10 +175,17 @@ struct Request {
     operation: String,
     #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    old_object: Option<Value>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
+}
+
+/// Only the spec of a Shoot, raw: an UPDATE that keeps it is not ours to judge.
+#[derive(Deserialize)]
+struct SpecView<'a> {
+    #[serde(borrow, default)]
+    spec: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,34 +199,145 @@ struct GroupResource {
 /// axum handler for POST `<path>`.
 pub async fn admit(State(state): State<Arc<AdmissionState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let (status, response) = review(&state, &body).await;
+    let (status, response) = review(&state, body).await;
     if let Some(m) = &state.metrics {
         m.record_webhook_request(&state.webhook_label, status.as_u16(), started.elapsed());
     }
     response
 }
 
-/// Answers one request body (public for tests).
-pub async fn review(state: &AdmissionState, body: &[u8]) -> (StatusCode, Response) {
-    let review: Review = match serde_json::from_slice::<Value>(body) {
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")).into_response(),
+/// What is known after reading the body once.
+enum Decoded {
+    Answer(StatusCode, Value),
+    Shoot(Box<Judgeable>),
+}
+
+/// A kata Shoot CREATE/UPDATE that changes the spec, typed.
+struct Judgeable {
+    uid: String,
+    namespace: String,
+    shoot: Shoot,
+    old: Option<Shoot>,
+    profile: Option<ProfileRef>,
+}
+
+/// Reads the review straight from the body: the envelope, then only the typed views it needs (no
+/// generic JSON tree, no copy of the objects).
+fn decode(body: &[u8]) -> Decoded {
+    let review: Review = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Decoded::Answer(
+                StatusCode::OK,
+                invalid_request(&format!("not an AdmissionReview: {}", bounded(&e.to_string()))),
             );
         }
-        Ok(v) => match serde_json::from_value(v) {
-            Ok(r) => r,
-            Err(e) => return ok(&invalid_request(&format!("not an AdmissionReview: {e}"))),
-        },
+        Err(e) => {
+            tracing::warn!(error = %bounded(&e.to_string()), "request body is not JSON");
+            return Decoded::Answer(
+                StatusCode::BAD_REQUEST,
+                json!(format!("request body is not JSON: {}", bounded(&e.to_string()))),
+            );
+        }
     };
     let Some(request) = review.request else {
-        return ok(&invalid_request("the AdmissionReview has no request"));
+        return Decoded::Answer(StatusCode::OK, invalid_request("the AdmissionReview has no request"));
     };
-    match decide(state, &request).await {
-        Ok(answer) => ok(&answer.review(&request.uid)),
+    let answer = |a: Answer| Decoded::Answer(StatusCode::OK, a.review(&request.uid));
+    if request.resource.group != "core.gardener.cloud"
+        || request.resource.resource != "shoots"
+        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+        || !matches!(request.operation.as_str(), "CREATE" | "UPDATE")
+    {
+        return answer(Answer::Skip);
+    }
+    let Some(raw) = request.object else {
+        return answer(Answer::Malformed("the request has no object".into()));
+    };
+    let shoot: Shoot = match serde_json::from_str(raw.get()) {
+        Ok(s) => s,
+        Err(e) => {
+            return answer(Answer::Malformed(format!(
+                "cannot decode the Shoot: {}",
+                decode_error(&e)
+            )));
+        }
+    };
+    // the cheap checks: nothing is read for Shoots without kata or updates that keep the spec
+    if !validate::uses_kata(&shoot) || shoot.metadata.deletion_timestamp.is_some() {
+        return answer(Answer::Skip);
+    }
+    let old = match (request.old_object, request.operation.as_str()) {
+        (Some(old_raw), "UPDATE") => {
+            if raw_spec(old_raw) == raw_spec(raw) {
+                return answer(Answer::Skip);
+            }
+            match serde_json::from_str::<Shoot>(old_raw.get()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return answer(Answer::Malformed(format!(
+                        "cannot decode the old Shoot: {}",
+                        decode_error(&e)
+                    )));
+                }
+            }
+        }
+        _ => None,
+    };
+    let namespace = request
+        .namespace
+        .clone()
+        .unwrap_or_else(|| shoot.metadata.namespace.clone());
+    Decoded::Shoot(Box::new(Judgeable {
+        uid: request.uid,
+        namespace,
+        profile: ProfileRef::of(raw.get()),
+        shoot,
+        old,
+    }))
+}
+
+/// A decoding error in words a shoot owner understands.
+fn decode_error(e: &serde_json::Error) -> String {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        format!(
+            "it is nested too deeply (more than 128 levels of objects and lists, at column {})",
+            e.column()
+        )
+    } else {
+        e.to_string()
+    }
+}
+
+/// The spec of a raw Shoot, as text.
+fn raw_spec(shoot: &RawValue) -> Option<&str> {
+    serde_json::from_str::<SpecView>(shoot.get())
+        .ok()?
+        .spec
+        .map(RawValue::get)
+}
+
+/// Answers one request body (public for tests and benchmarks).
+pub async fn review(state: &AdmissionState, body: Bytes) -> (StatusCode, Response) {
+    let Some(decoded) = crate::webhook::server::decode_body(body, decode).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            (StatusCode::INTERNAL_SERVER_ERROR, "decoding the review failed").into_response(),
+        );
+    };
+    let judgeable = match decoded {
+        Decoded::Answer(status, value) if status == StatusCode::OK => return ok(&value),
+        Decoded::Answer(status, value) => {
+            let message = value.as_str().unwrap_or_default().to_string();
+            return (status, (status, message).into_response());
+        }
+        Decoded::Shoot(j) => j,
+    };
+    match decide(state, &judgeable).await {
+        Ok(answer) => ok(&answer.review(&judgeable.uid)),
         Err(message) => {
-            tracing::warn!(uid = %request.uid, %message, "admission request failed; the failure policy applies");
+            let message = bounded(&message);
+            tracing::warn!(uid = %judgeable.uid, %message, "admission request failed; the failure policy applies");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 (StatusCode::INTERNAL_SERVER_ERROR, message).into_response(),
@@ -183,8 +346,13 @@ pub async fn review(state: &AdmissionState, body: &[u8]) -> (StatusCode, Respons
     }
 }
 
+/// Every text that can carry request content (messages, causes, warnings, logs) is cut here.
+fn bounded(text: &str) -> String {
+    truncate_for_status(text)
+}
+
 fn ok(value: &Value) -> (StatusCode, Response) {
-    (StatusCode::OK, axum::Json(value.clone()).into_response())
+    (StatusCode::OK, axum::Json(value).into_response())
 }
 
 fn invalid_request(message: &str) -> Value {
@@ -214,7 +382,7 @@ impl Answer {
             Answer::Skip => json!({"uid": uid, "allowed": true}),
             Answer::Malformed(message) => json!({
                 "uid": uid, "allowed": false,
-                "status": {"status": "Failure", "code": 400, "reason": "BadRequest", "message": message}
+                "status": {"status": "Failure", "code": 400, "reason": "BadRequest", "message": bounded(message)}
             }),
             Answer::Judged { name, verdict } => {
                 let mut r = if verdict.errors.is_empty() {
@@ -229,19 +397,20 @@ impl Answer {
                     let causes: Vec<_> = verdict
                         .errors
                         .iter()
-                        .map(|e| json!({"reason": "FieldValueInvalid", "field": e.field, "message": e.message}))
+                        .map(|e| json!({"reason": "FieldValueInvalid", "field": bounded(&e.field), "message": bounded(&e.message)}))
                         .collect();
                     json!({
                         "uid": uid, "allowed": false,
                         "status": {
                             "status": "Failure", "code": 422, "reason": "Invalid",
-                            "message": format!("Shoot {name:?} is invalid for kata: {message}"),
+                            "message": bounded(&format!("Shoot {name:?} is invalid for kata: {message}")),
                             "details": {"group": "core.gardener.cloud", "kind": "Shoot", "name": name, "causes": causes}
                         }
                     })
                 };
                 if !verdict.warnings.is_empty() {
-                    r["warnings"] = json!(verdict.warnings);
+                    let warnings: Vec<String> = verdict.warnings.iter().map(|w| bounded(w)).collect();
+                    r["warnings"] = json!(warnings);
                 }
                 r
             }
@@ -250,49 +419,20 @@ impl Answer {
     }
 }
 
-async fn decide(state: &AdmissionState, request: &Request) -> Result<Answer, String> {
-    if request.resource.group != "core.gardener.cloud"
-        || request.resource.resource != "shoots"
-        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
-        || !matches!(request.operation.as_str(), "CREATE" | "UPDATE")
-    {
-        return Ok(Answer::Skip);
-    }
-    let Some(raw) = &request.object else {
-        return Ok(Answer::Malformed("the request has no object".into()));
-    };
-    let shoot: Shoot = match serde_json::from_value(raw.clone()) {
-        Ok(s) => s,
-        Err(e) => return Ok(Answer::Malformed(format!("cannot decode the Shoot: {e}"))),
-    };
-    // the cheap checks: nothing is read for Shoots without kata or updates that keep the spec
-    if !validate::uses_kata(&shoot) {
-        return Ok(Answer::Skip);
-    }
-    let old = match (&request.old_object, request.operation.as_str()) {
-        (Some(old_raw), "UPDATE") => {
-            if old_raw.get("spec") == raw.get("spec") {
-                return Ok(Answer::Skip);
+async fn decide(state: &AdmissionState, j: &Judgeable) -> Result<Answer, String> {
+    let (shoot, namespace) = (&j.shoot, &j.namespace);
+    let catalog = if validate::needs_machine_types(shoot, &state.rules) {
+        match &j.profile {
+            Some(reference) if !is_dns_subdomain(reference.name()) || !is_dns_subdomain(namespace) => {
+                return Ok(Answer::Malformed(format!(
+                    "the Shoot's cloud profile {:?} in namespace {:?} is not a valid object name",
+                    reference.name(),
+                    namespace
+                )));
             }
-            match serde_json::from_value::<Shoot>(old_raw.clone()) {
-                Ok(s) => Some(s),
-                Err(e) => return Ok(Answer::Malformed(format!("cannot decode the old Shoot: {e}"))),
-            }
-        }
-        _ => None,
-    };
-    if shoot.metadata.deletion_timestamp.is_some() {
-        return Ok(Answer::Skip);
-    }
-    let namespace = request
-        .namespace
-        .clone()
-        .unwrap_or_else(|| shoot.metadata.namespace.clone());
-    let catalog = if validate::needs_machine_types(&shoot, &state.rules) {
-        match ProfileRef::of(raw) {
             Some(reference) => state
                 .profiles
-                .machine_types(&namespace, &reference)
+                .machine_types(namespace, reference)
                 .await
                 .map_err(|e| format!("reading the Shoot's {reference:?}: {e}"))?,
             None => None,
@@ -300,12 +440,13 @@ async fn decide(state: &AdmissionState, request: &Request) -> Result<Answer, Str
     } else {
         None
     };
-    let verdict = validate::validate_shoot(&shoot, old.as_ref(), &state.rules, catalog.as_ref());
+    let verdict = validate::validate_shoot(shoot, j.old.as_ref(), &state.rules, catalog.as_ref());
     let name = shoot.metadata.name.clone();
     if verdict.errors.is_empty() {
         tracing::debug!(%namespace, %name, warnings = verdict.warnings.len(), "kata Shoot allowed");
     } else {
-        tracing::info!(%namespace, %name, errors = ?verdict.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(), "kata Shoot denied");
+        let errors: Vec<String> = verdict.errors.iter().map(|e| bounded(&e.to_string())).collect();
+        tracing::info!(%namespace, %name, ?errors, "kata Shoot denied");
     }
     Ok(Answer::Judged { name, verdict })
 }
@@ -386,7 +527,7 @@ mod tests {
     }
 
     async fn answer(state: &AdmissionState, body: &[u8]) -> (StatusCode, Value) {
-        let (status, response) = review(state, body).await;
+        let (status, response) = review(state, Bytes::copy_from_slice(body)).await;
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
@@ -417,7 +558,7 @@ mod tests {
         let n = 1000u32;
         let started = Instant::now();
         for _ in 0..n {
-            let (status, _) = review(&state, &plain).await;
+            let (status, _) = review(&state, Bytes::from(plain.clone())).await;
             assert_eq!(status, StatusCode::OK);
         }
         let each = started.elapsed() / n;
@@ -441,11 +582,11 @@ mod tests {
         assert_eq!(
             fields,
             [
-                "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig",
+                "spec.provider.workers[0].cri.containerRuntimes[0].providerConfig.debug",
                 "spec.provider.workers[0].machine.type"
             ]
         );
-        assert!(r["status"]["message"].as_str().unwrap().starts_with("Shoot \"s1\" is invalid for kata: spec.provider.workers[0].cri.containerRuntimes[0].providerConfig: invalid type"), "{r}");
+        assert!(r["status"]["message"].as_str().unwrap().starts_with("Shoot \"s1\" is invalid for kata: spec.provider.workers[0].cri.containerRuntimes[0].providerConfig.debug: invalid type: string \"yes\", expected a boolean"), "{r}");
         // valid
         let (_, v) = answer(&state, &body("CREATE", shoot("metal", json!([{"type": "kata"}])), None)).await;
         assert_eq!(v["response"]["allowed"], true, "{v}");
@@ -490,15 +631,96 @@ mod tests {
     #[test]
     fn profile_references() {
         assert_eq!(
-            ProfileRef::of(&json!({"spec": {"cloudProfileName": "aws"}})),
+            ProfileRef::of(&json!({"spec": {"cloudProfileName": "aws"}}).to_string()),
             Some(ProfileRef::CloudProfile("aws".into()))
         );
         assert_eq!(
             ProfileRef::of(
-                &json!({"spec": {"cloudProfile": {"kind": "NamespacedCloudProfile", "name": "x"}, "cloudProfileName": "aws"}})
+                &json!({"spec": {"cloudProfile": {"kind": "NamespacedCloudProfile", "name": "x"}, "cloudProfileName": "aws"}}).to_string()
             ),
             Some(ProfileRef::NamespacedCloudProfile("x".into()))
         );
-        assert_eq!(ProfileRef::of(&json!({"spec": {}})), None);
+        assert_eq!(ProfileRef::of(&json!({"spec": {}}).to_string()), None);
+    }
+
+    #[test]
+    fn only_dns_subdomains_name_profiles() {
+        for ok in ["aws", "local-1", "a.b-c.d", &"x".repeat(253)] {
+            assert!(is_dns_subdomain(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a/b",
+            "a?watch=true",
+            "a#b",
+            "..",
+            "-a",
+            "a-",
+            "a%2Fb",
+            &"x".repeat(254),
+        ] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_profile_name_that_is_no_object_name_is_refused_without_a_read() {
+        let (state, reads) = state(false);
+        let mut s = shoot("metal", json!([{"type": "kata"}]));
+        s["spec"]["cloudProfile"]["name"] = json!("aws/../../namespaces?x=");
+        let (status, v) = answer(&state, &body("CREATE", s, None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(reads.load(Ordering::SeqCst), 0, "no request path is built from it");
+        assert_eq!(v["response"]["allowed"], false);
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not a valid object name"),
+            "{v}"
+        );
+    }
+
+    #[tokio::test]
+    async fn long_values_are_never_echoed_whole() {
+        let (state, _) = state(false);
+        let long = "v".repeat(100_000);
+        let bad = json!([{"type": "kata", "providerConfig": {"apiVersion": "kata.runtime.extensions.config.gardener.cloud/v1alpha1", "kind": "KataConfiguration", "hypervisors": [long.clone()]}}]);
+        let request = body("CREATE", shoot("metal", bad), None);
+        let (status, v) = answer(&state, &request).await;
+        assert_eq!(status, StatusCode::OK);
+        let response = v.to_string();
+        assert!(
+            response.len() < 8 << 10,
+            "{} bytes answered for {} sent",
+            response.len(),
+            request.len()
+        );
+        assert!(
+            v["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("(truncated)")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_too_deeply_nested_shoot_is_denied_with_the_reason() {
+        let (state, _) = state(false);
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"u-deep","operation":"CREATE","resource":{{"group":"core.gardener.cloud","version":"v1beta1","resource":"shoots"}},"object":{{"spec":{{"provider":{{"type":"aws","workers":[{{"name":"w","cri":{{"name":"containerd","containerRuntimes":[{{"type":"kata","providerConfig":{{"x":{deep}}}}}]}}}}]}}}}}}}}}}"#
+        );
+        let (status, v) = answer(&state, body.as_bytes()).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "an admission answer, not a bare HTTP error: {v}"
+        );
+        assert_eq!(v["response"]["uid"], "u-deep");
+        assert_eq!(v["response"]["allowed"], false);
+        let message = v["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("nested too deeply"), "{message}");
     }
 }

@@ -25,7 +25,6 @@ use crate::webhook::registration::FailurePolicy;
 use crate::webhook::{self, ConfigMode, Registrar, TlsServing, WebhookError, WebhookOptions};
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use clap::{ArgAction, Args};
 use handler::{AdmissionState, GardenProfiles};
@@ -42,8 +41,6 @@ use validate::{CapabilityRequirement, Rules};
 pub const NAME: &str = "gardener-extension-admission-runtime-kata";
 /// Path of the Shoot validation webhook.
 pub const PATH: &str = "/webhooks/validate-shoot";
-/// Shoots are small next to OSCs; a Shoot of a few hundred pools stays far below this.
-pub const MAX_BODY_BYTES: usize = 2 << 20;
 /// Default `--webhook-timeout-seconds`, see [`AdmissionOptions::default`].
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 5;
 
@@ -73,7 +70,7 @@ impl Default for AdmissionOptions {
                 configuration_name: registration::DEFAULT_CONFIGURATION_NAME.into(),
                 failure_policy: FailurePolicy::Fail,
                 timeout_seconds: DEFAULT_TIMEOUT_SECONDS,
-                max_body_bytes: MAX_BODY_BYTES,
+                max_body_bytes: webhook::server::DEFAULT_MAX_BODY_BYTES,
                 certs: CertOptions {
                     secret_name: format!("{NAME}-webhook-certs"),
                     ..Default::default()
@@ -133,7 +130,6 @@ pub async fn run(
     let app = Router::new()
         .route(&w.path, post(handler::admit))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(w.max_body_bytes))
         .with_state(state);
     webhook::serve_tls(
         TlsServing {
@@ -142,6 +138,7 @@ pub async fn run(
             store,
             registrar,
             limits: w.limits,
+            max_body_bytes: w.max_body_bytes,
             path: w.path.clone(),
         },
         app,

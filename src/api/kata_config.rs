@@ -150,6 +150,33 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Strict decoding straight from the tree (no copy). serde names the key only of an unknown
+/// field; for a value of the wrong type, the key is found by decoding the keys one at a time.
+fn decode_raw(raw: &serde_json::Value) -> Result<RawKataConfiguration, ConfigError> {
+    RawKataConfiguration::deserialize(raw).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("unknown field") {
+            return invalid("providerConfig", message);
+        }
+        match wrong_key::<RawKataConfiguration>(raw) {
+            Some(("devmapper", value)) => match wrong_key::<RawDevmapper>(value) {
+                Some((inner, _)) => invalid(format!("devmapper.{inner}"), message),
+                None => invalid("devmapper", message),
+            },
+            Some((key, _)) => invalid(key, message),
+            None => invalid("providerConfig", message),
+        }
+    })
+}
+
+/// The first key of the object `raw` whose value alone does not decode as a `T`.
+fn wrong_key<T: serde::de::DeserializeOwned>(raw: &serde_json::Value) -> Option<(&str, &serde_json::Value)> {
+    raw.as_object()?.iter().find_map(|(key, value)| {
+        let alone = serde_json::Value::Object([(key.clone(), value.clone())].into_iter().collect());
+        T::deserialize(&alone).is_err().then_some((key.as_str(), value))
+    })
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
@@ -180,9 +207,7 @@ impl KataConfiguration {
         if !raw.is_object() {
             return Err(invalid("providerConfig", "must be an object"));
         }
-        let raw: RawKataConfiguration =
-            serde_json::from_value(raw.clone()).map_err(|e| invalid("providerConfig", e.to_string()))?;
-        Self::validate(raw, defaults)
+        Self::validate(decode_raw(raw)?, defaults)
     }
 
     /// Whether a providerConfig names its hypervisors (else the pool's default applies).
@@ -527,7 +552,15 @@ mod tests {
                 "allowedHypervisorAnnotations[0]",
                 "not an annotation",
             ),
-            (json!({"debug": "yes"}), "providerConfig", "invalid type"),
+            // a wrong type names its key
+            (json!({"debug": "yes"}), "debug", "expected a boolean"),
+            (json!({"hypervisors": "qemu"}), "hypervisors", "expected a sequence"),
+            (
+                json!({"devmapper": {"dataSize": 5}}),
+                "devmapper.dataSize",
+                "expected a string",
+            ),
+            (json!({"devmapper": "big"}), "devmapper", "expected struct"),
         ];
         for (extra, field, needle) in cases {
             let err = decode(with(extra.clone())).unwrap_err();

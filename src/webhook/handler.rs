@@ -10,6 +10,7 @@
 //! - a kata-fc pool's OSC: HTTP 200, allowed, with a JSON patch (none if already mutated).
 
 use super::mutate::{self, MutationSettings, Skip};
+use super::server;
 use crate::api::ContainerRuntime;
 use crate::api::cluster::Cluster;
 use crate::api::osc::OperatingSystemConfig;
@@ -99,11 +100,7 @@ pub async fn admit(State(state): State<Arc<HandlerState>>, body: Bytes) -> Respo
     if let Some(g) = &in_flight {
         g.inc();
     }
-    let large = body.len() >= LARGE_BODY;
     let (status, response) = review(&state, body).await;
-    if large {
-        release_memory().await;
-    }
     if let Some(g) = &in_flight {
         g.dec();
     }
@@ -111,26 +108,6 @@ pub async fn admit(State(state): State<Arc<HandlerState>>, body: Bytes) -> Respo
         m.record_webhook_request(&state.webhook_label, status.as_u16(), started.elapsed());
     }
     response
-}
-
-/// Bodies from this size on are decoded off the async workers, and their memory is handed back
-/// to the operating system afterwards.
-const LARGE_BODY: usize = 256 << 10;
-
-/// Decoding and mutating large objects is CPU work: at most this many at once, on blocking
-/// threads, so that probes and small requests keep being answered meanwhile.
-static HEAVY_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
-/// glibc keeps freed memory in its arenas; a burst of large reviews would otherwise stay resident.
-async fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let _ = tokio::task::spawn_blocking(|| {
-            // SAFETY: malloc_trim only returns free heap pages to the kernel
-            unsafe { libc::malloc_trim(0) };
-        })
-        .await;
-    }
 }
 
 fn json_body(status: StatusCode, value: &Value) -> Response {
@@ -366,19 +343,11 @@ fn first_look(body: &[u8]) -> FirstLook {
 
 /// Answers one request body. Public for the in-process benchmark.
 pub async fn review(state: &HandlerState, body: Bytes) -> (StatusCode, Response) {
-    let look = if body.len() >= LARGE_BODY {
-        let _slot = HEAVY_WORK.acquire().await;
-        match tokio::task::spawn_blocking(move || first_look(&body)).await {
-            Ok(look) => look,
-            Err(e) => {
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    (StatusCode::INTERNAL_SERVER_ERROR, format!("decoding the review: {e}")).into_response(),
-                );
-            }
-        }
-    } else {
-        first_look(&body)
+    let Some(look) = server::decode_body(body, first_look).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            (StatusCode::INTERNAL_SERVER_ERROR, "decoding the review failed").into_response(),
+        );
     };
     let (uid, namespace, osc, presence) = match look {
         FirstLook::Answer(status, value) if status == StatusCode::OK => return (status, json_body(status, &value)),
@@ -543,7 +512,11 @@ mod tests {
     }
 
     async fn call(state: Arc<HandlerState>, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        let app = server::router(state, PATH, server::DEFAULT_MAX_BODY_BYTES);
+        let app = server::protected(
+            server::router(state, PATH),
+            server::DEFAULT_MAX_BODY_BYTES,
+            &Default::default(),
+        );
         let response = app
             .oneshot(
                 Request::post(PATH)

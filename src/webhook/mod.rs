@@ -91,7 +91,8 @@ pub struct WebhookOptions {
     pub object_selector: bool,
     /// Default `gardener.cloud/role=shoot`.
     pub namespace_selector: LabelSelector,
-    /// Default 4 MiB.
+    /// Default [`server::DEFAULT_MAX_BODY_BYTES`] (7 MiB: object and old object of the largest
+    /// object an apiserver stores).
     pub max_body_bytes: usize,
     pub mutation: MutationSettings,
     pub certs: CertOptions,
@@ -267,7 +268,7 @@ pub async fn run(
         metrics,
         webhook_label: opts.path.clone(),
     });
-    let app = server::router(state, &opts.path, opts.max_body_bytes);
+    let app = server::router(state, &opts.path);
     serve_tls(
         TlsServing {
             listener,
@@ -275,6 +276,7 @@ pub async fn run(
             store,
             registrar,
             limits: opts.limits,
+            max_body_bytes: opts.max_body_bytes,
             path: opts.path.clone(),
         },
         app,
@@ -396,6 +398,8 @@ pub struct TlsServing {
     /// The configuration to keep registered; `None`: someone else registers it.
     pub registrar: Option<Arc<dyn Registrar>>,
     pub limits: limits::ConnectionLimits,
+    /// The largest request body ([`server::DEFAULT_MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
     /// For the log line once listening.
     pub path: String,
 }
@@ -421,6 +425,7 @@ pub async fn serve_tls(
         store,
         registrar,
         limits,
+        max_body_bytes,
         path,
     } = serving;
     let bundle = with_retries("ensuring the webhook certificates", || async {
@@ -446,11 +451,8 @@ pub async fn serve_tls(
         .http_builder()
         .http1()
         .header_read_timeout(Duration::from_secs(10));
-    // every route of every server gets the request deadline
-    let app = app.layer(axum::middleware::from_fn_with_state(
-        limits.request_deadline,
-        limits::within_deadline,
-    ));
+    // every route of every server gets the same protections
+    let app = server::protected(app, max_body_bytes, &limits);
     let server = server.serve(app.into_make_service());
 
     if let Some(tx) = &registered {

@@ -11,8 +11,100 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::{Arc, Once};
 
-/// Default limit of an AdmissionReview body. OSCs carry inline files, but stay far below this.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 4 << 20;
+/// The largest object kube-apiserver and gardener-apiserver store: the generic apiserver's request
+/// body limit (`MaxRequestBodyBytes`, 3 MiB), which neither overrides.
+pub const APISERVER_MAX_OBJECT_BYTES: usize = 3 << 20;
+/// Limit of an AdmissionReview body: an UPDATE carries the object and the old one, both at most
+/// [`APISERVER_MAX_OBJECT_BYTES`], plus the review's own fields (user info, options).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * APISERVER_MAX_OBJECT_BYTES + (1 << 20);
+/// Request bodies buffered by all requests together at most (the granule of the budget is
+/// [`BUDGET_GRANULE`]): two of the largest reviews at once, or hundreds of ordinary ones. A
+/// request waits for its share (within its deadline) instead of growing the process.
+pub const BODY_BUDGET_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
+const BUDGET_GRANULE: usize = 64 << 10;
+
+/// Bodies from this size on are decoded off the async workers, and their memory is handed back to
+/// the operating system afterwards.
+pub const LARGE_BODY: usize = 256 << 10;
+
+/// Decoding large objects is CPU work: at most this many at once, on blocking threads, so that
+/// probes and small requests keep being answered meanwhile.
+static HEAVY_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs `decode(body)`: in place for small bodies; for large ones on a blocking thread (at most
+/// two at once), handing the freed memory back afterwards. `None`: the decoding thread failed.
+pub async fn decode_body<T: Send + 'static>(
+    body: axum::body::Bytes,
+    decode: impl FnOnce(&[u8]) -> T + Send + 'static,
+) -> Option<T> {
+    if body.len() < LARGE_BODY {
+        return Some(decode(&body));
+    }
+    let decoded = {
+        let _slot = HEAVY_WORK.acquire().await;
+        tokio::task::spawn_blocking(move || decode(&body)).await.ok()
+    };
+    release_memory().await;
+    decoded
+}
+
+/// glibc keeps freed memory in its arenas; a burst of large reviews would otherwise stay resident.
+pub async fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free heap pages to the kernel
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
+    }
+}
+
+/// What every route of a webhook server gets, so a new endpoint cannot miss one: the body limit,
+/// the shared body budget, and the request deadline (outermost, so waiting for the budget counts).
+pub fn protected(router: Router, max_body_bytes: usize, limits: &super::limits::ConnectionLimits) -> Router {
+    let budget = Arc::new(tokio::sync::Semaphore::new(
+        BODY_BUDGET_BYTES.max(max_body_bytes).div_ceil(BUDGET_GRANULE),
+    ));
+    router
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            (budget, max_body_bytes),
+            body_budget,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_deadline,
+            super::limits::within_deadline,
+        ))
+}
+
+/// Holds a share of the body budget, by the announced length (the limit when none is announced),
+/// until the response is ready.
+async fn body_budget(
+    axum::extract::State((budget, max_body_bytes)): axum::extract::State<(Arc<tokio::sync::Semaphore>, usize)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(max_body_bytes);
+    if announced > max_body_bytes {
+        return (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body of {announced} bytes exceeds the limit of {max_body_bytes} bytes"),
+        )
+            .into_response();
+    }
+    let granules = u32::try_from(announced.max(1).div_ceil(BUDGET_GRANULE)).unwrap_or(u32::MAX);
+    let Ok(_share) = budget.acquire_many(granules).await else {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    next.run(request).await
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -63,11 +155,11 @@ pub fn reload(config: &RustlsConfig, cert_pem: &str, key_pem: &str) -> Result<()
     Ok(())
 }
 
-/// The router: POST `path` for admission, GET `/healthz` for probes.
-pub fn router(state: Arc<HandlerState>, path: &str, max_body_bytes: usize) -> Router {
+/// The router: POST `path` for admission, GET `/healthz` for probes (without the protections of
+/// [`protected`], which the server adds).
+pub fn router(state: Arc<HandlerState>, path: &str) -> Router {
     Router::new()
         .route(path, post(handler::admit))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
