@@ -2,16 +2,21 @@
 //! imports gardenlet's ContainerRuntime component of Gardener v1.149.3
 //! (`pkg/component/extensions/containerruntime`) and runs its flows against the extension binary
 //! running as a process: Deploy/Wait, a providerConfig change, DeleteStaleResources, Destroy/
-//! WaitCleanup, force deletion, and a control-plane migration (Migrate/WaitMigrate on one control
-//! plane, Restore from the ShootState on a second one). The readiness, migration and cleanup
-//! checks are Gardener's, not ours.
+//! WaitCleanup, force deletion, the deletion of six pools at once, and a control-plane migration
+//! (Migrate/WaitMigrate on one control plane, Restore from the ShootState on a second one). The
+//! readiness, migration and cleanup checks are Gardener's, not ours. So is the folding of the
+//! extension's health reports into the Shoot's `SystemComponentsHealthy` condition: the driver's
+//! `health` scenario calls the shoot care controller's checker
+//! (`pkg/utils/kubernetes/health/checker`, `HealthChecker.CheckExtensionCondition`).
 
 mod common;
 
 use common::*;
+use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
+use gardener_extension_runtime_kata::api::managedresource::ManagedResource;
 use gardener_extension_runtime_kata::testenv::{TestEnv, free_port};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -40,10 +45,16 @@ fn driver_path() -> PathBuf {
 struct Extension {
     child: Child,
     log: PathBuf,
+    /// Its leader election namespace, which also holds its heartbeat Lease.
+    lease_ns: String,
 }
 
 impl Extension {
     async fn start(env: &TestEnv, watch: &str) -> Self {
+        Self::start_with(env, watch, &[]).await
+    }
+
+    async fn start_with(env: &TestEnv, watch: &str, extra: &[&str]) -> Self {
         let lease_ns = env.namespace("ext-gardenlet").await;
         let (health, metrics) = (free_port().unwrap(), free_port().unwrap());
         let log = env.dir().join(format!("extension-{watch}.log"));
@@ -54,13 +65,14 @@ impl Extension {
             .arg("--disable-webhooks")
             .arg(format!("--leader-election-namespace={lease_ns}"))
             .arg(format!("--watch-namespace={watch}"))
+            .args(extra)
             .env("POD_NAME", format!("extension-{watch}"))
             .env_remove("KUBECONFIG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut ext = Self { child, log };
+        let mut ext = Self { child, log, lease_ns };
         let deadline = Instant::now() + Duration::from_secs(30);
         while readyz(health).await != Some(200) {
             if let Some(status) = ext.child.try_wait().unwrap() {
@@ -101,8 +113,11 @@ async fn readyz(port: u16) -> Option<u16> {
 /// Runs one scenario of the driver and returns its stdout; any failure (exit code, timeout) fails
 /// the test with the driver's output and the extension's log.
 async fn run_driver(env: &TestEnv, ns: &str, scenario: &str, extra: &[String], ext: &Extension) -> String {
-    let out_path = env.dir().join(format!("driver-{scenario}-{ns}.out"));
-    let err_path = env.dir().join(format!("driver-{scenario}-{ns}.err"));
+    // numbered: a test may run a scenario more than once (health)
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_path = env.dir().join(format!("driver-{scenario}-{ns}-{run}.out"));
+    let err_path = env.dir().join(format!("driver-{scenario}-{ns}-{run}.err"));
     let started = Instant::now();
     let mut child = Command::new(driver_path())
         .arg(format!("--kubeconfig={}", env.kubeconfig_path().display()))
@@ -252,5 +267,198 @@ async fn control_plane_migration_to_a_second_seed_keeps_the_pools_record() {
         restored["appliedConfiguration"]["hypervisors"],
         json!(["qemu", "clh", "fc"]),
         "the restored pool applies its recorded default: {restored}"
+    );
+}
+
+#[tokio::test]
+async fn six_pools_deleted_at_once_leave_nothing_behind() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("gl-mass-delete").await;
+    create_cluster(&client, &ns, shoot("local", &[kata_pool("a", "qemu")], false)).await;
+    let ext = Extension::start(env, &ns).await;
+    // the driver asserts that no ContainerRuntime and no ManagedResource is left
+    run_driver(env, &ns, "mass-delete", &[], &ext).await;
+}
+
+const SHARED_MR: &str = "extension-runtime-kata";
+
+fn installation_mr(pool: &str) -> String {
+    format!("extension-runtime-kata-installation-{pool}")
+}
+
+/// What gardener-resource-manager says about one ManagedResource.
+enum Grm<'a> {
+    Healthy,
+    /// ResourcesHealthy False with this message.
+    Unhealthy(&'a str),
+    /// A rollout: ResourcesProgressing True with this message.
+    RollingOut(&'a str),
+}
+
+/// A stand-in for gardener-resource-manager (none runs against this control plane): writes the
+/// status it would write on the ManagedResource's status subresource, for the current generation.
+async fn resource_manager_reports(client: &kube::Client, ns: &str, name: &str, says: Grm<'_>) {
+    let api = Api::<ManagedResource>::namespaced(client.clone(), ns);
+    let generation = api.get(name).await.unwrap().metadata.generation.unwrap();
+    let now = timestamp_now();
+    let cond = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+               "lastTransitionTime": now, "lastUpdateTime": now})
+    };
+    let healthy = cond(
+        "ResourcesHealthy",
+        "True",
+        "ResourcesHealthy",
+        "All resources are healthy.",
+    );
+    let rolled_out = cond(
+        "ResourcesProgressing",
+        "False",
+        "ResourcesRolledOut",
+        "All resources have been fully rolled out.",
+    );
+    let (health, progressing) = match says {
+        Grm::Healthy => (healthy, rolled_out),
+        Grm::Unhealthy(m) => (cond("ResourcesHealthy", "False", "DaemonSetUnhealthy", m), rolled_out),
+        Grm::RollingOut(m) => (healthy, cond("ResourcesProgressing", "True", "DaemonSetProgressing", m)),
+    };
+    let status = json!({"status": {"observedGeneration": generation, "conditions": [
+        cond("ResourcesApplied", "True", "ApplySucceeded", "All resources are applied."),
+        health,
+        progressing,
+    ]}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap_or_else(|e| panic!("the resource manager stand-in patching {ns}/{name}: {e}"));
+}
+
+/// Waits until the extension's health loop has reported `status` on every pool's ContainerRuntime
+/// (gardenlet folds no report into True as well, so True alone does not show that it reported).
+async fn extension_reported(client: &kube::Client, ns: &str, pools: &[&str], status: &str) {
+    let api = Api::<ContainerRuntime>::namespaced(client.clone(), ns);
+    let what = format!("the extension to report SystemComponentsHealthy {status} for pools {pools:?}");
+    eventually(Duration::from_secs(30), &what, || {
+        let api = api.clone();
+        async move {
+            for pool in pools {
+                let cr = api.get(&format!("kata-{pool}")).await.map_err(|e| e.to_string())?;
+                let report = cr
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "SystemComponentsHealthy"));
+                match report {
+                    Some(c) if c.status == status => {}
+                    other => return Err(format!("kata-{pool}: {other:?}")),
+                }
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The Shoot's SystemComponentsHealthy as gardenlet folds it: the driver polls until it has
+/// `status` and `reason`, and returns (reason, message) of its `CONDITION` line.
+async fn shoot_condition(env: &TestEnv, ns: &str, ext: &Extension, status: &str, reason: &str) -> (String, String) {
+    let extra = [
+        format!("--expect-status={status}"),
+        format!("--expect-reason={reason}"),
+        format!("--heartbeat-namespace={}", ext.lease_ns),
+    ];
+    let out = run_driver(env, ns, "health", &extra, ext).await;
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CONDITION "))
+        .unwrap_or_else(|| panic!("no CONDITION line in the driver's output:\n{out}"));
+    let mut parts = line.splitn(3, ' ');
+    let (got_status, got_reason, message) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    println!("Shoot SystemComponentsHealthy: {got_status} {got_reason}: {message}");
+    assert_eq!((got_status, got_reason), (status, reason), "{line}");
+    (got_reason.to_string(), message.to_string())
+}
+
+/// The extension's health reports (every second here) as gardenlet's shoot care controller folds
+/// them into the Shoot's SystemComponentsHealthy, with gardener-resource-manager played by
+/// `resource_manager_reports`: healthy is True, an unhealthy installation is False naming the pool,
+/// a rollout is Progressing, and a rollout that outlasts the extension's progressing threshold is
+/// False. The driver also applies gardenlet's stale-report check to the extension's heartbeat Lease.
+#[tokio::test]
+async fn gardenlet_folds_the_health_reports_into_the_shoot_condition() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let ns = env.namespace("gl-health").await;
+    create_cluster(
+        &client,
+        &ns,
+        shoot("local", &[kata_pool("a", "qemu"), kata_pool("b", "qemu")], false),
+    )
+    .await;
+    let threshold = 10;
+    let ext = Extension::start_with(
+        env,
+        &ns,
+        &[
+            "--health-check-sync-period-seconds=1",
+            &format!("--health-check-progressing-threshold-seconds={threshold}"),
+        ],
+    )
+    .await;
+    run_driver(env, &ns, "deploy", &["--pools=a,b".to_string()], &ext).await;
+    let all = [SHARED_MR.to_string(), installation_mr("a"), installation_mr("b")];
+
+    // all healthy
+    for mr in &all {
+        resource_manager_reports(&client, &ns, mr, Grm::Healthy).await;
+    }
+    extension_reported(&client, &ns, &["a", "b"], "True").await;
+    shoot_condition(env, &ns, &ext, "True", "SystemComponentsRunning").await;
+
+    // pool b's installation is unhealthy
+    let unhealthy = "DaemonSet \"kube-system/kata-deploy-b\" is unhealthy: too many unavailable pods found (1/3)";
+    resource_manager_reports(&client, &ns, &installation_mr("b"), Grm::Unhealthy(unhealthy)).await;
+    let (_, message) = shoot_condition(env, &ns, &ext, "False", "ContainerRuntimeUnhealthyReport").await;
+    assert!(
+        message.starts_with(&format!(
+            "ContainerRuntime extension ({ns}/kata-b) reports failing health check: pool b: "
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(&installation_mr("b")) && message.contains(unhealthy) && !message.contains("pool a"),
+        "{message}"
+    );
+
+    // healthy again
+    resource_manager_reports(&client, &ns, &installation_mr("b"), Grm::Healthy).await;
+    extension_reported(&client, &ns, &["a", "b"], "True").await;
+    shoot_condition(env, &ns, &ext, "True", "SystemComponentsRunning").await;
+
+    // a rollout of pool b's kata-deploy
+    let rollout = "DaemonSet \"kube-system/kata-deploy-b\" is progressing: 1 of 3 replica(s) have been updated";
+    resource_manager_reports(&client, &ns, &installation_mr("b"), Grm::RollingOut(rollout)).await;
+    let started = Instant::now();
+    let (_, message) = shoot_condition(env, &ns, &ext, "Progressing", "ContainerRuntimeHealthCheckProgressing").await;
+    assert!(
+        message.starts_with("pool b: ") && message.contains(rollout) && !message.contains("pool a"),
+        "{message}"
+    );
+
+    // a rollout that does not finish within the extension's progressing threshold
+    let (_, message) = shoot_condition(env, &ns, &ext, "False", "ContainerRuntimeUnhealthyReport").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(threshold - 1),
+        "False after {:?}, before the progressing threshold of {threshold} s",
+        started.elapsed()
+    );
+    assert!(
+        message.starts_with(&format!(
+            "ContainerRuntime extension ({ns}/kata-b) reports failing health check: pool b: "
+        )) && message.contains(rollout),
+        "{message}"
     );
 }

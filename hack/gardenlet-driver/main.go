@@ -3,12 +3,20 @@
 // annotations and readiness checks are Gardener's code, not a re-implementation. tests/gardenlet.rs
 // runs it against a test control plane with the extension running beside it.
 //
-//	gardenlet-driver --kubeconfig=K --namespace=shoot--x--y --scenario=lifecycle|migrate|restore|force-delete [--state-file=F]
+//	gardenlet-driver --kubeconfig=K --namespace=shoot--x--y --scenario=S [flags]
+//
+//	lifecycle     Deploy/Wait two pools, change one, drop one (DeleteStaleResources), Destroy/WaitCleanup
+//	mass-delete   Deploy/Wait six pools, then Destroy/WaitCleanup all of them at once
+//	deploy        Deploy/Wait the pools of --pools (comma-separated names, hypervisor qemu)
+//	migrate, restore [--state-file=F], force-delete
+//	health        fold the ContainerRuntimes' conditions into the Shoot's SystemComponentsHealthy
+//	              [--expect-status=True|False|Progressing [--expect-reason=R]] [--heartbeat-namespace=N]
 //
 // Exit code 0 when the scenario succeeded; otherwise 1 with the failed step on stderr. The
 // migrate and restore scenarios print the ContainerRuntime's status.state on stdout as one line
-// `STATE <json>`. Before each Deploy/Restore the worker pools are written into the Cluster's shoot,
-// as gardenlet syncs the Cluster at the start of every flow.
+// `STATE <json>`; health prints the folded Shoot condition as one line
+// `CONDITION <status> <reason> <message>`. Before each Deploy/Restore the worker pools are written
+// into the Cluster's shoot, as gardenlet syncs the Cluster at the start of every flow.
 package main
 
 import (
@@ -22,16 +30,24 @@ import (
 	"strings"
 	"time"
 
+	v1beta1helper "github.com/gardener/gardener/pkg/api/core/v1beta1/helper"
 	gardencorev1beta1 "github.com/gardener/gardener/pkg/apis/core/v1beta1"
+	v1beta1constants "github.com/gardener/gardener/pkg/apis/core/v1beta1/constants"
 	extensionsv1alpha1 "github.com/gardener/gardener/pkg/apis/extensions/v1alpha1"
 	resourcesv1alpha1 "github.com/gardener/gardener/pkg/apis/resources/v1alpha1"
 	"github.com/gardener/gardener/pkg/component/extensions/containerruntime"
+	healthchecker "github.com/gardener/gardener/pkg/utils/kubernetes/health/checker"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -58,8 +74,12 @@ func main() {
 	flags := flag.NewFlagSet("gardenlet-driver", flag.ExitOnError)
 	kubeconfig := flags.String("kubeconfig", "", "kubeconfig of the seed")
 	namespace := flags.String("namespace", "", "the shoot namespace in the seed")
-	scenario := flags.String("scenario", "", "lifecycle, migrate, restore or force-delete")
+	scenario := flags.String("scenario", "", "lifecycle, mass-delete, deploy, migrate, restore, force-delete or health")
 	stateFile := flags.String("state-file", "", "restore: file with the status.state printed by migrate")
+	pools := flags.String("pools", "a,b", "deploy: the worker pools (comma-separated)")
+	expectStatus := flags.String("expect-status", "", "health: poll (up to 60 s) until the folded condition has this status (True, False, Progressing)")
+	expectReason := flags.String("expect-reason", "", "health: with --expect-status, also this reason")
+	heartbeatNamespace := flags.String("heartbeat-namespace", "", "health: namespace of the extension's heartbeat Lease; enables gardenlet's default stale-report check (5m)")
 	_ = flags.Parse(os.Args[1:])
 
 	fail := func(err error) {
@@ -74,7 +94,7 @@ func main() {
 		fail(fmt.Errorf("reading the kubeconfig: %w", err))
 	}
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{extensionsv1alpha1.AddToScheme, resourcesv1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{extensionsv1alpha1.AddToScheme, resourcesv1alpha1.AddToScheme, coordinationv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			fail(err)
 		}
@@ -99,6 +119,16 @@ func main() {
 		err = d.restore(ctx, *stateFile)
 	case "force-delete":
 		err = d.forceDelete(ctx)
+	case "mass-delete":
+		err = d.massDelete(ctx)
+	case "deploy":
+		err = d.deploy(ctx, strings.Split(*pools, ","))
+	case "health":
+		err = d.health(ctx, healthOptions{
+			expectStatus:       gardencorev1beta1.ConditionStatus(*expectStatus),
+			expectReason:       *expectReason,
+			heartbeatNamespace: *heartbeatNamespace,
+		})
 	default:
 		err = fmt.Errorf("unknown --scenario %q", *scenario)
 	}
@@ -198,6 +228,198 @@ func (d *driver) lifecycle(ctx context.Context) error {
 		return err
 	}
 	return d.expect(ctx, nil, nil)
+}
+
+// massDelete deploys six pools and then deletes all of them in one go, as gardenlet does when the
+// shoot is deleted: Destroy deletes every ContainerRuntime of the shoot at once.
+func (d *driver) massDelete(ctx context.Context) error {
+	var (
+		workers []gardencorev1beta1.Worker
+		crs     []string
+		mrs     = []string{sharedMR}
+	)
+	for i, name := range []string{"a", "b", "c", "d", "e", "f"} {
+		switch i % 3 {
+		case 0:
+			workers = append(workers, worker(name, "qemu"))
+		case 1:
+			workers = append(workers, worker(name, "clh"))
+		default:
+			workers = append(workers, worker(name)) // the extension's default
+		}
+		crs = append(crs, "kata-"+name)
+		mrs = append(mrs, installMR+name)
+	}
+	slices.Sort(mrs)
+	cr, err := d.component(ctx, workers...)
+	if err != nil {
+		return err
+	}
+	if err := run(ctx, step{"Deploy 6 pools", cr.Deploy}, step{"Wait 6 pools", cr.Wait}); err != nil {
+		return err
+	}
+	if err := d.expect(ctx, crs, mrs); err != nil {
+		return err
+	}
+	if err := run(ctx, step{"Destroy 6 pools", cr.Destroy}, step{"WaitCleanup 6 pools", cr.WaitCleanup}); err != nil {
+		return err
+	}
+	return d.expect(ctx, nil, nil)
+}
+
+// deploy reconciles the given pools (hypervisor qemu) and leaves them in place.
+func (d *driver) deploy(ctx context.Context, pools []string) error {
+	var (
+		workers []gardencorev1beta1.Worker
+		crs     []string
+		mrs     = []string{sharedMR}
+	)
+	for _, name := range pools {
+		workers = append(workers, worker(name, "qemu"))
+		crs = append(crs, "kata-"+name)
+		mrs = append(mrs, installMR+name)
+	}
+	slices.Sort(crs)
+	slices.Sort(mrs)
+	cr, err := d.component(ctx, workers...)
+	if err != nil {
+		return err
+	}
+	what := strings.Join(pools, "+")
+	if err := run(ctx, step{"Deploy " + what, cr.Deploy}, step{"Wait " + what, cr.Wait}); err != nil {
+		return err
+	}
+	return d.expect(ctx, crs, mrs)
+}
+
+type healthOptions struct {
+	expectStatus       gardencorev1beta1.ConditionStatus
+	expectReason       string
+	heartbeatNamespace string
+}
+
+// gardenlet's default for controllers.shootCare.staleExtensionHealthChecks.threshold (enabled by default)
+const staleExtensionHealthCheckThreshold = 5 * time.Minute
+
+// health computes the Shoot's SystemComponentsHealthy condition from the seed side the way
+// gardenlet's shoot care controller does, with gardenlet's own checker
+// (pkg/utils/kubernetes/health/checker): the extensions' SystemComponentsHealthy conditions are
+// folded by HealthChecker.CheckExtensionCondition, then the ManagedResources by
+// HealthChecker.CheckManagedResources. gardenlet's remaining step, the VPN tunnel check, needs a
+// port-forward to a pod in the shoot and is left out: when both checks pass, the condition is the
+// True that gardenlet reports with a working tunnel.
+//
+// The care controller's Health.Check cannot be called instead: it needs a shoot client whose
+// tunnel pod answers a port-forward (without it SystemComponentsHealthy is Unknown and the
+// extensions are never looked at), and ControllerRegistrations/-Installations in a garden
+// (without them getAllExtensionConditions fails and no extension condition is folded at all).
+//
+// Like gardenlet, it keeps the folded condition from one check to the next (starting from a Shoot
+// that has none yet) and uses the defaults of gardenlet's configuration API: no condition
+// thresholds, no ManagedResource progressing threshold, stale extension reports after 5 minutes
+// (the latter only with --heartbeat-namespace, the namespace of the extension's
+// gardener-extension-heartbeat Lease, which gardenlet finds through the ControllerInstallation).
+// gardenlet's Helm chart sets a 1m threshold for SystemComponentsHealthy (a failure from True is
+// Progressing for a minute first) and a 1h ManagedResource progressing threshold; neither is used.
+func (d *driver) health(ctx context.Context, o healthOptions) error {
+	switch o.expectStatus {
+	case "", gardencorev1beta1.ConditionTrue, gardencorev1beta1.ConditionFalse, gardencorev1beta1.ConditionProgressing:
+	default:
+		return fmt.Errorf("--expect-status=%s: want True, False or Progressing", o.expectStatus)
+	}
+	clk := clock.RealClock{}
+	checker := healthchecker.NewHealthChecker(d.log.WithName("care"), d.c, clk,
+		healthchecker.WithConditionThresholds(map[gardencorev1beta1.ConditionType]time.Duration{}))
+	current := v1beta1helper.GetOrInitConditionWithClock(clk, nil, gardencorev1beta1.ShootSystemComponentsHealthy)
+
+	deadline := time.Now().Add(timeout)
+	for {
+		folded, err := d.foldSystemComponents(ctx, checker, clk, current, o.heartbeatNamespace)
+		if err != nil {
+			return err
+		}
+		if folded.Status != current.Status || folded.Reason != current.Reason || folded.Message != current.Message {
+			fmt.Fprintf(os.Stderr, "gardenlet-driver: Shoot SystemComponentsHealthy %s %s: %s\n", folded.Status, folded.Reason, folded.Message)
+		}
+		current = folded
+		matched := o.expectStatus == "" ||
+			(current.Status == o.expectStatus && (o.expectReason == "" || current.Reason == o.expectReason))
+		if matched || time.Now().After(deadline) {
+			fmt.Printf("CONDITION %s %s %s\n", current.Status, current.Reason, strings.ReplaceAll(current.Message, "\n", " "))
+			if !matched {
+				want := string(o.expectStatus)
+				if o.expectReason != "" {
+					want += " " + o.expectReason
+				}
+				return fmt.Errorf("the Shoot's SystemComponentsHealthy is not %s after %s: %s %s: %s", want, timeout, current.Status, current.Reason, current.Message)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+// foldSystemComponents is one care run for SystemComponentsHealthy (seed side, see health).
+func (d *driver) foldSystemComponents(ctx context.Context, checker *healthchecker.HealthChecker, clk clock.Clock, current gardencorev1beta1.Condition, heartbeatNamespace string) (gardencorev1beta1.Condition, error) {
+	var (
+		stale     *metav1.Duration
+		heartbeat *metav1.MicroTime
+	)
+	if heartbeatNamespace != "" {
+		stale = &metav1.Duration{Duration: staleExtensionHealthCheckThreshold}
+		lease := &coordinationv1.Lease{}
+		switch err := d.c.Get(ctx, client.ObjectKey{Namespace: heartbeatNamespace, Name: "gardener-extension-heartbeat"}, lease); {
+		case err == nil:
+			heartbeat = lease.Spec.RenewTime
+		case apierrors.IsNotFound(err): // no heartbeat: a stale report, as for gardenlet
+		default:
+			return current, fmt.Errorf("reading the heartbeat Lease: %w", err)
+		}
+	}
+
+	crList := &extensionsv1alpha1.ContainerRuntimeList{}
+	if err := d.c.List(ctx, crList, client.InNamespace(d.ns)); err != nil {
+		return current, fmt.Errorf("listing ContainerRuntimes: %w", err)
+	}
+	var reports []healthchecker.ExtensionCondition
+	for i := range crList.Items {
+		cr := &crList.Items[i]
+		gvk, err := apiutil.GVKForObject(cr, d.c.Scheme())
+		if err != nil {
+			return current, err
+		}
+		for _, c := range cr.Status.Conditions {
+			if c.Type != gardencorev1beta1.ShootSystemComponentsHealthy {
+				continue
+			}
+			reports = append(reports, healthchecker.ExtensionCondition{
+				Condition:          c,
+				ExtensionType:      gvk.Kind,
+				ExtensionName:      cr.Name,
+				ExtensionNamespace: cr.Namespace,
+				LastHeartbeatTime:  heartbeat,
+			})
+		}
+	}
+	if exit := checker.CheckExtensionCondition(current, reports, stale); exit != nil {
+		return *exit, nil
+	}
+
+	mrs, err := d.managedResources(ctx)
+	if err != nil {
+		return current, err
+	}
+	shootSide := func(mr resourcesv1alpha1.ManagedResource) bool {
+		return mr.Spec.Class == nil || mr.Labels[v1beta1constants.LabelCareConditionType] == string(gardencorev1beta1.ShootSystemComponentsHealthy)
+	}
+	if exit := checker.CheckManagedResources(current, mrs, shootSide, nil, nil); exit != nil {
+		return *exit, nil
+	}
+	return v1beta1helper.UpdatedConditionWithClock(clk, current, gardencorev1beta1.ConditionTrue, "SystemComponentsRunning", "All system components are healthy."), nil
 }
 
 func (d *driver) migrate(ctx context.Context) error {
