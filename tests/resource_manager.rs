@@ -535,6 +535,66 @@ async fn the_installer_can_change_only_its_own_node() {
             .labels()
             .contains_key("kata.runtime.extensions.gardener.cloud/qemu")
     );
+    // on its own node: only the installer's label keys, nothing the kubelet itself may not set
+    let refused_code = |r: Result<Node, kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 => Ok(s.message),
+        other => Err(format!("{other:?}")),
+    };
+    for (what, patch) in [
+        (
+            "kata-deploy's label",
+            json!({"metadata": {"labels": {"katacontainers.io/kata-runtime": "true"}}}),
+        ),
+        (
+            "kata-deploy's marker",
+            json!({"metadata": {"labels": {"kata-deploy.katacontainers.io/default": "true"}}}),
+        ),
+        (
+            "removing its label",
+            json!({"metadata": {"labels": {"kata.runtime.extensions.gardener.cloud/qemu": null}}}),
+        ),
+    ] {
+        as_installer
+            .patch("node-own", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    for (what, patch) in [
+        (
+            "a node role",
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+        ),
+        (
+            "a node-restriction label",
+            json!({"metadata": {"labels": {"node-restriction.kubernetes.io/x": "y"}}}),
+        ),
+        (
+            "another label",
+            json!({"metadata": {"labels": {"worker.gardener.cloud/pool": "other"}}}),
+        ),
+        ("an annotation", json!({"metadata": {"annotations": {"x": "y"}}})),
+        (
+            "a taint",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        ),
+        ("unschedulable", json!({"spec": {"unschedulable": true}})),
+    ] {
+        let r = as_installer
+            .patch("node-own", &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        let message = refused_code(r).unwrap_or_else(|e| panic!("{what} on its own node must be refused: {e}"));
+        assert!(message.contains("may change only the labels"), "{what}: {message}");
+    }
+    let ready =
+        json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Nope", "message": "x"}]}});
+    let message = refused_code(
+        as_installer
+            .patch_status("node-own", &PatchParams::default(), &Patch::Strategic(ready))
+            .await,
+    )
+    .expect("the kubelet's conditions are not the installer's");
+    assert!(message.contains("only the KataRuntimeReady condition"), "{message}");
+
     // the node-labeler's verdict (node condition KataRuntimeReady) goes through nodes/status,
     // under the same rule
     let verdict = json!({"status": {"conditions": [{"type": "KataRuntimeReady", "status": "True",

@@ -1,5 +1,5 @@
 //! The installer's identity in the shoot, with exactly what kata-deploy 4.1.0 calls in our
-//! configuration: nodes get/patch (its labels and start-up taints), daemonsets get/list/watch (on
+//! configuration: nodes get/patch (its labels; we set no start-up taints), daemonsets get/list/watch (on
 //! SIGTERM: does its own or another kata-deploy DaemonSet still select the node). The node
 //! labeler, in the same pod, needs nodes get/patch, nodes/status patch (its `KataRuntimeReady`
 //! condition) and daemonsets get.
@@ -10,7 +10,8 @@
 //!
 //! RBAC cannot say "only your own node", so a ValidatingAdmissionPolicy does: requests of this
 //! ServiceAccount may change only the node named in their token, which the kubelet binds to the
-//! pod and its node (`authentication.kubernetes.io/node-name`).
+//! pod and its node (`authentication.kubernetes.io/node-name`), and on it only the installer's own
+//! label keys and node condition (not taints, not the labels the kubelet itself may not set).
 
 use super::names::*;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -85,7 +86,96 @@ pub fn service_account_user() -> String {
     format!("system:serviceaccount:{SHOOT_NAMESPACE}:{SERVICE_ACCOUNT}")
 }
 
-/// Node writes of the installer's ServiceAccount must target the node its token is bound to.
+/// Label keys the installer writes: kata-deploy's `katacontainers.io/kata-runtime` and per-install
+/// marker `kata-deploy.katacontainers.io/*`, the node-labeler's `kata.runtime.extensions.gardener.cloud/*`.
+const OWN_LABEL_KEY: &str = "(k == 'katacontainers.io/kata-runtime' || k.startsWith('kata-deploy.katacontainers.io/') || k.startsWith('kata.runtime.extensions.gardener.cloud/'))";
+
+/// A write of `nodes/status` (the field is absent for the node object itself).
+const STATUS_REQUEST: &str = "(has(request.subResource) && request.subResource == 'status')";
+
+/// `object.<path>` equals `oldObject.<path>`, absent on both counting as equal.
+fn unchanged(path: &str) -> String {
+    format!(
+        "(has(object.{path}) == has(oldObject.{path}) && (!has(object.{path}) || object.{path} == oldObject.{path}))"
+    )
+}
+
+/// Node status fields besides the conditions, in every Kubernetes version shoots run.
+const STATUS_FIELDS: [&str; 10] = [
+    "capacity",
+    "allocatable",
+    "phase",
+    "addresses",
+    "daemonEndpoints",
+    "nodeInfo",
+    "images",
+    "volumesInUse",
+    "volumesAttached",
+    "config",
+];
+
+/// What the installer may do to a node, as CEL validations: only its own node (the node named in
+/// its token), never delete it, on the node object only the label keys above (no taints, no other
+/// labels such as `node-role.kubernetes.io/*` or `node-restriction.kubernetes.io/*`, no
+/// annotations, finalizers or owners), and in its status only the `KataRuntimeReady` condition.
+/// The kubelet itself may not do more.
+fn own_node_validations() -> Vec<Validation> {
+    let forbidden = |expression: String, message: &str| Validation {
+        expression,
+        message: Some(message.into()),
+        reason: Some("Forbidden".into()),
+        ..Default::default()
+    };
+    let ours_changed_only = format!(
+        "(!has(object.metadata.labels) || object.metadata.labels.all(k, {OWN_LABEL_KEY} || (has(oldObject.metadata.labels) && k in oldObject.metadata.labels && oldObject.metadata.labels[k] == object.metadata.labels[k]))) && \
+         (!has(oldObject.metadata.labels) || oldObject.metadata.labels.all(k, {OWN_LABEL_KEY} || (has(object.metadata.labels) && k in object.metadata.labels)))"
+    );
+    let node_object = [
+        "spec",
+        "metadata.annotations",
+        "metadata.finalizers",
+        "metadata.ownerReferences",
+    ]
+    .iter()
+    .map(|p| unchanged(p))
+    .chain([ours_changed_only])
+    .collect::<Vec<_>>()
+    .join(" && ");
+    let condition = "c.type == 'KataRuntimeReady'";
+    let other_conditions_unchanged = format!(
+        "(!has(object.status.conditions) || object.status.conditions.all(c, {condition} || (has(oldObject.status.conditions) && oldObject.status.conditions.exists(o, o == c)))) && \
+         (!has(oldObject.status.conditions) || oldObject.status.conditions.all(c, {condition} || (has(object.status.conditions) && object.status.conditions.exists(n, n == c))))"
+    );
+    let node_status = STATUS_FIELDS
+        .iter()
+        .map(|f| unchanged(&format!("status.{f}")))
+        .chain([other_conditions_unchanged])
+        .collect::<Vec<_>>()
+        .join(" && ");
+    vec![
+        forbidden(
+            "has(request.userInfo.extra) && \
+             'authentication.kubernetes.io/node-name' in request.userInfo.extra && \
+             request.userInfo.extra['authentication.kubernetes.io/node-name'].exists(n, n == request.name)"
+                .into(),
+            "the kata installer may change only the node its pod runs on",
+        ),
+        forbidden(
+            "request.operation != 'DELETE'".into(),
+            "the kata installer may not delete nodes",
+        ),
+        forbidden(
+            format!("request.operation == 'DELETE' || {STATUS_REQUEST} || ({node_object})"),
+            "the kata installer may change only the labels katacontainers.io/kata-runtime, kata-deploy.katacontainers.io/* and kata.runtime.extensions.gardener.cloud/* of its node",
+        ),
+        forbidden(
+            format!("request.operation == 'DELETE' || !{STATUS_REQUEST} || ({node_status})"),
+            "the kata installer may change only the KataRuntimeReady condition of its node's status",
+        ),
+    ]
+}
+
+/// Node writes of the installer's ServiceAccount: see [`own_node_validations`].
 pub fn own_node_policy() -> ValidatingAdmissionPolicy {
     ValidatingAdmissionPolicy {
         metadata: meta(OWN_NODE_POLICY, None),
@@ -106,15 +196,7 @@ pub fn own_node_policy() -> ValidatingAdmissionPolicy {
                 name: "kata-installer".into(),
                 expression: format!("request.userInfo.username == '{}'", service_account_user()),
             }]),
-            validations: Some(vec![Validation {
-                expression: "has(request.userInfo.extra) && \
-                             'authentication.kubernetes.io/node-name' in request.userInfo.extra && \
-                             request.userInfo.extra['authentication.kubernetes.io/node-name'].exists(n, n == request.name)"
-                    .into(),
-                message: Some("the kata installer may change only the node its pod runs on".into()),
-                reason: Some("Forbidden".into()),
-                ..Default::default()
-            }]),
+            validations: Some(own_node_validations()),
             ..Default::default()
         }),
         ..Default::default()
