@@ -44,12 +44,14 @@ local: testbin
 	cargo run --locked --example local -- $(ARGS)
 
 ## Benchmarks (print Markdown; results are kept in docs/benchmarks.md): webhook latency, then
-## seed-scale reconcile throughput of the release binary against the real apiserver.
+## seed-scale reconcile throughput of the release binary against the real apiserver, then both
+## webhook servers (seed webhook, garden admission) under hostile load.
 bench: testbin
 	cargo bench --locked --bench webhook
-	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench --example webhook_probe
+	cargo build --release --locked --bin gardener-extension-runtime-kata --example scale_bench --example webhook_probe --example admission_probe
 	./target/release/examples/scale_bench
 	./target/release/examples/webhook_probe
+	./target/release/examples/admission_probe
 
 clean-testbin:
 	rm -rf $(TESTBIN_DIR)

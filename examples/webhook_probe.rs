@@ -8,15 +8,16 @@
 
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
 use gardener_extension_runtime_kata::testenv::{TestEnv, free_port, status_kib};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "probe/tls.rs"]
+mod tls;
+use tls::Tls;
 
 const NS: &str = "shoot--probe--memory";
 const EXT_NS: &str = "extension-probe";
@@ -43,40 +44,6 @@ fn review(size: usize, pool: &str, uid: usize) -> Vec<u8> {
                     "userInfo": {"username": "probe"}, "object": osc}
     }))
     .unwrap()
-}
-
-struct Tls {
-    connector: tokio_rustls::TlsConnector,
-    port: u16,
-}
-
-impl Tls {
-    async fn connect(&self) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let name = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
-        self.connector.connect(name, tcp).await
-    }
-
-    /// One HTTP/1.1 request on a fresh connection: (status, body).
-    async fn request(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-        let mut s = self.connect().await.ok()?;
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).await.ok()?;
-        s.write_all(body).await.ok()?;
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
-        let text = String::from_utf8_lossy(&out);
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| out[p + 4..].to_vec())
-            .unwrap_or_default();
-        Some((code, body))
-    }
 }
 
 fn allowed_with_patch(body: &[u8]) -> bool {
@@ -149,26 +116,10 @@ async fn main() {
         .spawn()
         .expect("the release binary (cargo build --release)");
     let pid = child.id();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), EXT_NS);
-    let ca = loop {
-        if let Ok(Some(s)) = secrets.get_opt("gardener-extension-runtime-kata-webhook-certs").await
-            && let Some(ca) = s.data.and_then(|d| d.get("ca.crt").cloned())
-        {
-            break String::from_utf8(ca.0).unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = Arc::new(Tls {
-        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+    let tls = Arc::new(Tls::new(
+        &tls::wait_for_ca(&client, EXT_NS, "gardener-extension-runtime-kata-webhook-certs").await,
         port,
-    });
+    ));
     while tls.request("GET", "/healthz", b"").await.is_none() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -220,7 +171,7 @@ async fn main() {
         (b"[".repeat(100_000), 200),
         (b"null".to_vec(), 200),
         (b"{}".to_vec(), 200),
-        (vec![b' '; 5 << 20], 413),
+        (vec![b' '; 8 << 20], 413),
         (serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "x", "object": "text"}})).unwrap(), 200),
         (serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "x".repeat(1 << 20)}})).unwrap(), 200),
     ];

@@ -1148,8 +1148,9 @@ async fn a_hibernated_shoot_is_reported_healthy() {
 }
 
 /// gardenlet deploys a hibernated shoot's ContainerRuntimes too; their ManagedResources stay
-/// unapplied until it wakes up. The pool is healthy from its first check on, not `Progressing` until
-/// the progressing threshold runs out.
+/// unapplied until it wakes up. The pool is healthy from the first round after the reconcile on,
+/// not `Progressing` until the progressing threshold runs out, and not only after the settle time
+/// of one sync period (here a minute) that other pools wait.
 #[tokio::test]
 async fn a_hibernated_shoot_is_healthy_right_after_a_reconcile() {
     let env = TestEnv::shared();
@@ -1159,11 +1160,11 @@ async fn a_hibernated_shoot_is_healthy_right_after_a_reconcile() {
     let mut shoot = shoot("local", &[pool("a", None)], false);
     shoot["spec"]["hibernation"] = json!({"enabled": true});
     create_cluster(&client, &ns, shoot).await;
+    let checker = ctl.health_checker_with(ctl.runtimes(), Duration::from_secs(60), Duration::from_secs(600));
     create_cr(&client, &ns, "a", None).await;
     wait_ready(&client, &ns, "kata-a").await;
-    let checker = ctl.health_checker(Duration::from_secs(600));
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
-    let first = eventually(Duration::from_secs(20), "the first health condition", || async {
+    let first = eventually(Duration::from_secs(10), "the first health condition", || async {
         checker.round().await;
         let cr = api.get("kata-a").await.map_err(|e| e.to_string())?;
         system_components(&cr).ok_or_else(|| "no condition yet".to_string())

@@ -133,7 +133,13 @@ impl HealthChecker {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|key, _| self.runtimes.get(key).is_some());
         for cr in runtimes {
-            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr, self.opts.sync_period) {
+            // a hibernated shoot's verdict does not depend on a rollout settling: at once
+            let settle = if self.hibernation.hibernated(&cr.namespace().unwrap_or_default()) {
+                Duration::ZERO
+            } else {
+                self.opts.sync_period
+            };
+            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr, settle) {
                 continue;
             }
             if self.cache_behind_our_write(&cr) {

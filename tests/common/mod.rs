@@ -58,10 +58,26 @@ impl TestController {
         self.health_checker_over(self.runtimes.clone(), progressing_threshold)
     }
 
+    /// The controller's ContainerRuntime cache.
+    pub fn runtimes(&self) -> kube::runtime::reflector::Store<ContainerRuntime> {
+        self.runtimes.clone()
+    }
+
     /// The same health checks over another ContainerRuntime cache (one the test holds back).
     pub fn health_checker_over(
         &self,
         runtimes: kube::runtime::reflector::Store<ContainerRuntime>,
+        progressing_threshold: Duration,
+    ) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
+        self.health_checker_with(runtimes, Duration::from_millis(200), progressing_threshold)
+    }
+
+    /// The health checks with their own sync period (which is also how long a check waits after
+    /// an object's last operation).
+    pub fn health_checker_with(
+        &self,
+        runtimes: kube::runtime::reflector::Store<ContainerRuntime>,
+        sync_period: Duration,
         progressing_threshold: Duration,
     ) -> gardener_extension_runtime_kata::healthcheck::HealthChecker {
         use gardener_extension_runtime_kata::healthcheck::{HealthChecker, HealthOptions};
@@ -72,7 +88,7 @@ impl TestController {
                 .clone()
                 .expect("the actuator caches its ManagedResources"),
             HealthOptions {
-                sync_period: Duration::from_millis(200),
+                sync_period,
                 progressing_threshold,
                 responsibility: self.predicate.clone(),
             },

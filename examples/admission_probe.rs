@@ -1,0 +1,236 @@
+//! `make bench` (fourth part): the release binary's garden admission (`admission` subcommand) under
+//! heavy and hostile load, over HTTPS on loopback, with its resident memory measured from outside
+//! (`/proc/<pid>/status`). The test apiserver serves as both its runtime cluster and its garden.
+//!
+//! Phases: memory per review (one 2 MiB kata Shoot CREATE, then UPDATEs carrying object and old
+//! object, four at a time); 1000 concurrent small reviews; valid reviews while 600 trickling
+//! clients fight over the 512 connection slots (latency percentiles). Every case has an expected
+//! answer; the probe prints a Markdown table for docs/benchmarks.md.
+
+use gardener_extension_runtime_kata::testenv::{TestEnv, free_port, status_kib};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+#[path = "probe/tls.rs"]
+mod tls;
+use tls::Tls;
+
+const RUNTIME_NS: &str = "garden-admission-probe";
+const PATH: &str = "/webhooks/validate-shoot";
+const KATA_API: &str = "kata.runtime.extensions.config.gardener.cloud/v1alpha1";
+
+/// A kata Shoot whose providerConfig is about `size` bytes (many allowed hypervisor annotations,
+/// a denial for each), as `operation` with the old object for UPDATE.
+fn review(uid: usize, size: usize, operation: &str) -> Vec<u8> {
+    let annotation = format!("qemu:{}", "a".repeat(1000));
+    let annotations: Vec<String> = (0..size / annotation.len()).map(|_| annotation.clone()).collect();
+    let shoot = |debug: bool| {
+        json!({
+            "apiVersion": "core.gardener.cloud/v1beta1", "kind": "Shoot",
+            "metadata": {"name": "probe", "namespace": "garden-dev"},
+            "spec": {"cloudProfile": {"kind": "CloudProfile", "name": "local"}, "provider": {"type": "local", "workers": [
+                {"name": "kata", "machine": {"type": "m", "image": {"name": "gardenlinux"}},
+                 "cri": {"name": "containerd", "containerRuntimes": [{"type": "kata", "providerConfig": {
+                     "apiVersion": KATA_API, "kind": "KataConfiguration", "hypervisors": ["qemu"], "debug": debug,
+                     "allowedHypervisorAnnotations": annotations}}]}}]}}
+        })
+    };
+    let old: Value = if operation == "UPDATE" {
+        shoot(false)
+    } else {
+        Value::Null
+    };
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": format!("probe-{uid}"), "operation": operation, "namespace": "garden-dev", "name": "probe",
+                    "kind": {"group": "core.gardener.cloud", "version": "v1beta1", "kind": "Shoot"},
+                    "resource": {"group": "core.gardener.cloud", "version": "v1beta1", "resource": "shoots"},
+                    "userInfo": {"username": "probe"}, "object": shoot(true), "oldObject": old}
+    }))
+    .unwrap()
+}
+
+/// Answered as an AdmissionReview for `uid` (allowed or denied: both are answers).
+fn answered(uid: usize, answer: Option<(u16, Vec<u8>)>) -> bool {
+    answer.is_some_and(|(code, body)| {
+        code == 200
+            && serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|v| v["response"]["uid"] == format!("probe-{uid}").as_str())
+    })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/release/gardener-extension-runtime-kata"
+    );
+    let env = TestEnv::start().await.expect("control plane");
+    let client = env.client().await;
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(RUNTIME_NS.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let port = free_port().unwrap();
+    let kubeconfig = env.kubeconfig_path().display().to_string();
+    let mut child = Command::new(bin)
+        .arg("admission")
+        .arg(format!("--kubeconfig={kubeconfig}"))
+        .arg(format!("--garden-kubeconfig={kubeconfig}"))
+        .args(["--log-level=error", "--webhook-config-server-host=127.0.0.1"])
+        .arg(format!("--webhook-config-server-port={port}"))
+        .arg(format!("--webhook-config-namespace={RUNTIME_NS}"))
+        .arg(format!("--metrics-bind-address=127.0.0.1:{}", free_port().unwrap()))
+        .arg(format!("--health-bind-address=127.0.0.1:{}", free_port().unwrap()))
+        .env_remove("KUBECONFIG")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the release binary (cargo build --release)");
+    let pid = child.id();
+    let secret = format!("{}-webhook-certs", gardener_extension_runtime_kata::admission::NAME);
+    let tls = Arc::new(Tls::new(&tls::wait_for_ca(&client, RUNTIME_NS, &secret).await, port));
+    while tls.request("GET", "/healthz", b"").await.is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = status_kib(pid, "VmRSS:");
+    let (mut cases, mut as_expected) = (0usize, 0usize);
+    let mut check = |ok: bool| {
+        cases += 1;
+        as_expected += usize::from(ok);
+    };
+
+    // 1. memory per review: one large CREATE alone, then UPDATEs (object + old object), 4 at a time
+    let create = review(0, 2 << 20, "CREATE");
+    let before = status_kib(pid, "VmHWM:");
+    check(answered(0, tls.request("POST", PATH, &create).await));
+    let one_peak = status_kib(pid, "VmHWM:");
+    let per_review = (one_peak.saturating_sub(before) * 1024) as f64 / create.len() as f64;
+    let update = Arc::new(review(1, 2 << 20, "UPDATE"));
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        let answers = futures::future::join_all((0..4).map(|_| {
+            let (tls, body) = (tls.clone(), update.clone());
+            async move { tls.request("POST", PATH, &body).await }
+        }))
+        .await;
+        for a in answers {
+            check(answered(1, a));
+        }
+    }
+    let updates_wall = t0.elapsed();
+    let updates_peak = status_kib(pid, "VmHWM:");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_large = status_kib(pid, "VmRSS:");
+
+    // 2. 1000 concurrent small reviews
+    let small = Arc::new(review(2, 4 << 10, "CREATE"));
+    let t0 = Instant::now();
+    let answers = futures::future::join_all((0..1000).map(|_| {
+        let (tls, body) = (tls.clone(), small.clone());
+        async move { tls.request("POST", PATH, &body).await }
+    }))
+    .await;
+    let thousand_wall = t0.elapsed();
+    let thousand_ok = answers.into_iter().filter(|a| answered(2, a.clone())).count();
+    for _ in 0..thousand_ok {
+        check(true);
+    }
+    for _ in thousand_ok..1000 {
+        check(false);
+    }
+
+    // 3. 600 clients trickle a byte of a TLS record every 200 ms (reconnecting when cut off) while
+    //    valid reviews are sent one after the other
+    let stop = Arc::new(AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..600)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    for b in [0x16u8, 0x03, 0x01, 0x02, 0x00].iter().cycle() {
+                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fds_under_attack = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let a = tls.request("POST", PATH, &small).await;
+        latencies.push(t.elapsed());
+        check(answered(2, a));
+    }
+    let attack_rss = status_kib(pid, "VmRSS:");
+    stop.store(true, Ordering::Relaxed);
+    for t in tricklers {
+        let _ = t.await;
+    }
+    latencies.sort();
+    let peak = status_kib(pid, "VmHWM:");
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!("| what | figure |");
+    println!("|---|---|");
+    println!("| idle RSS after start | {:.1} MiB |", mib(idle));
+    println!(
+        "| one {:.1} MiB CREATE review | peak RSS +{:.1} MiB: {per_review:.2}× the body |",
+        create.len() as f64 / 1048576.0,
+        mib(one_peak.saturating_sub(before))
+    );
+    println!(
+        "| 5 rounds of 4 concurrent {:.1} MiB UPDATE reviews (object + old object) | {:.1} s, peak RSS {:.1} MiB, RSS 2 s later {:.1} MiB |",
+        update.len() as f64 / 1048576.0,
+        updates_wall.as_secs_f64(),
+        mib(updates_peak),
+        mib(after_large)
+    );
+    println!(
+        "| 1000 concurrent small reviews | {thousand_ok} answered in {:.1} s |",
+        thousand_wall.as_secs_f64()
+    );
+    println!(
+        "| 200 valid reviews while 600 trickling clients fight over 512 slots | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {fds_under_attack} open fds, RSS {:.1} MiB |",
+        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        mib(attack_rss)
+    );
+    println!("| probe cases answered as expected | {as_expected} of {cases} |");
+    println!("| peak RSS over the whole probe | {:.1} MiB |", mib(peak));
+    println!("| process alive at the end | {alive} |");
+}
