@@ -269,6 +269,15 @@ async fn one_leader_reconciles_and_hands_over_on_kill_and_on_sigterm() {
     assert!(b.logs().contains("leader lease released"), "{}", b.logs());
     c.signal(libc::SIGTERM);
     assert_eq!(c.wait_exit(Duration::from_secs(40)), Some(0));
+    // every duty ends before the process says so: nothing is logged after "stopped"
+    for replica in [&b, &c] {
+        let logs = replica.logs();
+        let last = logs.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+        assert!(
+            last.contains("\"stopped\""),
+            "the last line is not \"stopped\":\n{logs}"
+        );
+    }
 
     // JSON logs with Gardener's field names
     let line = b

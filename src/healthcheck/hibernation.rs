@@ -4,14 +4,12 @@
 //! (each carries a Shoot, a Seed and a CloudProfile).
 
 use crate::api::Cluster;
-use futures::StreamExt;
+use crate::runtime::watch_cache::WatchCache;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
 use serde::Deserialize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A Cluster reduced to its name and its shoot's hibernation flag.
 #[derive(Resource, Deserialize, Clone, Debug)]
@@ -62,55 +60,25 @@ impl ClusterHibernation {
 const PAGE_SIZE: u32 = 50;
 
 /// The watch-fed hibernation flags; the watch stops when this is dropped.
-pub struct HibernationCache {
-    store: Store<ClusterHibernation>,
-    synced: Arc<AtomicBool>,
-    watch: tokio::task::JoinHandle<()>,
-}
+pub struct HibernationCache(WatchCache<ClusterHibernation>);
 
 impl HibernationCache {
     pub fn start(client: Client) -> Self {
-        let (store, writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
-        let first_list = synced.clone();
-        let stream = watcher(
-            Api::<ClusterHibernation>::all(client),
-            watcher::Config::default().page_size(PAGE_SIZE),
-        )
-        .default_backoff()
-        .modify(|c| c.managed_fields_mut().clear())
-        .reflect(writer)
-        .for_each(move |event| {
-            match event {
-                Ok(watcher::Event::InitDone) => first_list.store(true, Ordering::Release),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "Cluster watch failed, retrying"),
-            }
-            futures::future::ready(())
-        });
-        Self {
-            store,
-            synced,
-            watch: tokio::spawn(stream),
-        }
+        let config = watcher::Config::default().page_size(PAGE_SIZE);
+        Self(WatchCache::start(Api::all(client), config, "Cluster"))
     }
 
     /// Whether the first list is in.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        self.0.is_synced()
     }
 
     /// Whether the shoot of `namespace` is hibernated (a missing Cluster: no).
     pub fn hibernated(&self, namespace: &str) -> bool {
-        self.store
+        self.0
+            .store()
             .get(&ObjectRef::new(namespace))
             .is_some_and(|c| c.hibernated())
-    }
-}
-
-impl Drop for HibernationCache {
-    fn drop(&mut self) {
-        self.watch.abort();
     }
 }
 

@@ -2,52 +2,31 @@
 //! existing costs no API request. Small objects (spec and metadata only), about 1 KiB each.
 
 use crate::api::ManagedResource;
-use futures::StreamExt;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use crate::runtime::watch_cache::WatchCache;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
-pub struct ManagedResourceCache {
-    store: Store<ManagedResource>,
-    synced: Arc<AtomicBool>,
-}
+pub struct ManagedResourceCache(WatchCache<ManagedResource>);
 
 impl ManagedResourceCache {
-    /// Starts watching the ManagedResources labelled `origin=<origin>` in the background.
+    /// Starts watching the ManagedResources labelled `origin=<origin>` in the background, until
+    /// the last clone is dropped.
     pub fn start(client: Client, origin: &str) -> Self {
-        let (store, writer) = reflector::store();
-        let synced = Arc::new(AtomicBool::new(false));
         let config = watcher::Config::default().labels(&format!("{}={origin}", super::ORIGIN_LABEL));
-        let flag = synced.clone();
-        tokio::spawn(
-            watcher(Api::<ManagedResource>::all(client), config)
-                .default_backoff()
-                .modify(|mr| mr.managed_fields_mut().clear())
-                .reflect(writer)
-                .for_each(move |event| {
-                    match event {
-                        Ok(watcher::Event::InitDone) => flag.store(true, Ordering::Release),
-                        Err(e) => tracing::warn!(error = %e, "ManagedResource watch failed, retrying"),
-                        _ => {}
-                    }
-                    futures::future::ready(())
-                }),
-        );
-        Self { store, synced }
+        Self(WatchCache::start(Api::all(client), config, "ManagedResource"))
     }
 
     /// Whether the first list is in.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        self.0.is_synced()
     }
 
     /// `None` until the first list is in; then the cached object, if any.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Option<Arc<ManagedResource>>> {
-        self.synced
-            .load(Ordering::Acquire)
-            .then(|| self.store.get(&ObjectRef::new(name).within(namespace)))
+        self.is_synced()
+            .then(|| self.0.store().get(&ObjectRef::new(name).within(namespace)))
     }
 }

@@ -9,3 +9,4 @@ pub mod logging;
 pub mod metrics;
 pub mod process_metrics;
 pub mod shutdown;
+pub mod watch_cache;
