@@ -6,10 +6,11 @@
 //! - The TLS handshake is bounded by the acceptor, the request headers by hyper
 //!   (`header_read_timeout`), the whole request (body and answer) by `request_deadline`
 //!   ([`within_deadline`], applied to every route by `serve_tls`).
-//! - When every slot is taken, a new connection takes the slot of another, which is closed: first
-//!   of those the server never answered a byte (no TLS handshake done), then the longest-quiet.
-//!   Clients that hold slots without finishing requests cannot lock out a new client, and a crowd
-//!   of them churning through the slots does not cut off connections that got past the handshake.
+//! - When every slot is taken, a new connection takes the slot of one held for over a second,
+//!   which is closed: first of those the server never answered a byte (no TLS handshake done),
+//!   then the longest-quiet. Clients that hold slots without finishing requests cannot lock out a
+//!   new client; a crowd of them churning through the slots does not cut off connections that got
+//!   past the handshake; and a burst of honest connections (all young) queues for slots instead.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -93,49 +94,94 @@ struct Table {
     max: usize,
     start: Instant,
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Slot>>>,
+    open: Mutex<HashMap<u64, Arc<(Instant, Slot)>>>,
+    /// Connections waiting for a slot.
+    waiting: AtomicU64,
+    released: tokio::sync::Notify,
 }
+
+/// A connection younger than this is never closed for a new one: an honest review is answered
+/// well within it, so a burst of honest connections queues instead of cutting each other off.
+const MIN_AGE_FOR_EVICTION: Duration = Duration::from_secs(1);
+/// How long a new connection waits for a slot before it is closed.
+const WAIT_FOR_SLOT: Duration = Duration::from_secs(5);
 
 impl Table {
     fn now(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A slot for a new connection; when full, one is told to close: one the server never sent a
-    /// byte to (a client that has not even completed a TLS handshake) before any other, the
-    /// longest-quiet among them.
-    fn admit(self: &Arc<Self>) -> (u64, Arc<Slot>) {
-        let slot = Arc::new(Slot {
-            last_active: AtomicU64::new(self.now()),
-            answered: AtomicBool::new(false),
-            evicted: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-        });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+    /// A slot for a new connection. When all are taken, one held for longer than
+    /// [`MIN_AGE_FOR_EVICTION`] is told to close: one the server never sent a byte to (a client
+    /// that has not even completed a TLS handshake) before any other, the longest-quiet among
+    /// them. Without such a connection the new one waits (up to [`WAIT_FOR_SLOT`]; as many
+    /// waiting as there are slots at most) for one to end.
+    async fn admit(self: &Arc<Self>) -> Option<(u64, Arc<(Instant, Slot)>)> {
+        let deadline = Instant::now() + WAIT_FOR_SLOT;
+        let mut waiting = false;
+        let admitted = loop {
+            let released = self.released.notified();
+            if let Some(admitted) = self.try_admit() {
+                break Some(admitted);
+            }
+            if !waiting {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max as u64 {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return None;
+                }
+                waiting = true;
+            }
+            let recheck = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            tokio::select! {
+                () = released => {}
+                () = tokio::time::sleep_until(recheck) => {}
+            }
+            if Instant::now() >= deadline {
+                break self.try_admit();
+            }
+        };
+        if waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+        admitted
+    }
+
+    fn try_admit(self: &Arc<Self>) -> Option<(u64, Arc<(Instant, Slot)>)> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        while open.len() >= self.max.max(1) {
-            let quietest = open
+        if open.len() >= self.max.max(1) {
+            let victim = open
                 .iter()
+                .filter(|(_, s)| s.0.elapsed() >= MIN_AGE_FOR_EVICTION)
                 .min_by_key(|(_, s)| {
                     (
-                        s.answered.load(Ordering::Relaxed),
-                        s.last_active.load(Ordering::Relaxed),
+                        s.1.answered.load(Ordering::Relaxed),
+                        s.1.last_active.load(Ordering::Relaxed),
                     )
                 })
-                .map(|(id, _)| *id);
-            let Some(quietest) = quietest else { break };
-            if let Some(s) = open.remove(&quietest) {
-                s.evicted.store(true, Ordering::Release);
-                s.waker.wake();
+                .map(|(id, _)| *id)?;
+            if let Some(s) = open.remove(&victim) {
+                s.1.evicted.store(true, Ordering::Release);
+                s.1.waker.wake();
             }
-            tracing::debug!("webhook connection limit reached: closing the longest-quiet connection");
+            tracing::debug!("webhook connection limit reached: closing a connection that holds a slot without use");
         }
+        let slot = Arc::new((
+            Instant::now(),
+            Slot {
+                last_active: AtomicU64::new(self.now()),
+                answered: AtomicBool::new(false),
+                evicted: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+            },
+        ));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         open.insert(id, slot.clone());
-        (id, slot)
+        Some((id, slot))
     }
 
     fn release(&self, id: u64) {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.released.notify_waiters();
     }
 }
 
@@ -155,23 +201,28 @@ impl LimitedAcceptor {
                 start: Instant::now(),
                 next_id: AtomicU64::new(0),
                 open: Mutex::new(HashMap::new()),
+                waiting: AtomicU64::new(0),
+                released: tokio::sync::Notify::new(),
             }),
             idle_timeout: limits.idle_timeout,
         }
     }
 }
 
-impl<I, S> Accept<I, S> for LimitedAcceptor {
+impl<I: Send + 'static, S: Send + 'static> Accept<I, S> for LimitedAcceptor {
     type Stream = Guarded<I>;
     type Service = S;
-    type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
+    type Future = futures::future::BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
-        let (id, slot) = self.table.admit();
-        std::future::ready(Ok((
-            Guarded::new(stream, self.table.clone(), id, slot, self.idle_timeout),
-            service,
-        )))
+        let (table, idle_timeout) = (self.table.clone(), self.idle_timeout);
+        Box::pin(async move {
+            let Some((id, slot)) = table.admit().await else {
+                tracing::warn!("webhook connection limit reached and no slot became free: closing a new connection");
+                return Err(io::Error::other("connection limit reached"));
+            };
+            Ok((Guarded::new(stream, table, id, slot, idle_timeout), service))
+        })
     }
 }
 
@@ -180,13 +231,14 @@ pub struct Guarded<I> {
     inner: I,
     table: Arc<Table>,
     id: u64,
-    slot: Arc<Slot>,
+    /// (opened at, state)
+    slot: Arc<(Instant, Slot)>,
     idle_timeout: Duration,
     deadline: Pin<Box<Sleep>>,
 }
 
 impl<I> Guarded<I> {
-    fn new(inner: I, table: Arc<Table>, id: u64, slot: Arc<Slot>, idle_timeout: Duration) -> Self {
+    fn new(inner: I, table: Arc<Table>, id: u64, slot: Arc<(Instant, Slot)>, idle_timeout: Duration) -> Self {
         Self {
             inner,
             table,
@@ -199,12 +251,12 @@ impl<I> Guarded<I> {
 
     fn active(&mut self) {
         self.deadline.as_mut().reset(Instant::now() + self.idle_timeout);
-        self.slot.last_active.store(self.table.now(), Ordering::Relaxed);
+        self.slot.1.last_active.store(self.table.now(), Ordering::Relaxed);
     }
 
     fn check_evicted(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        self.slot.waker.register(cx.waker());
-        if self.slot.evicted.load(Ordering::Acquire) {
+        self.slot.1.waker.register(cx.waker());
+        if self.slot.1.evicted.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed to make room for a new connection",
@@ -253,7 +305,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
             Poll::Ready(r) => {
                 self.active();
                 if matches!(r, Ok(n) if n > 0) {
-                    self.slot.answered.store(true, Ordering::Relaxed);
+                    self.slot.1.answered.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(r)
             }
@@ -286,8 +338,8 @@ mod tests {
         })
     }
 
-    fn guarded(a: &LimitedAcceptor, stream: tokio::io::DuplexStream) -> Guarded<tokio::io::DuplexStream> {
-        let accepted: io::Result<(Guarded<_>, ())> = futures::executor::block_on(a.accept(stream, ()));
+    async fn guarded(a: &LimitedAcceptor, stream: tokio::io::DuplexStream) -> Guarded<tokio::io::DuplexStream> {
+        let accepted: io::Result<(Guarded<_>, ())> = a.accept(stream, ()).await;
         accepted.unwrap().0
     }
 
@@ -295,7 +347,7 @@ mod tests {
     async fn an_idle_stream_times_out_and_activity_keeps_it_open() {
         let a = acceptor(1, 10);
         let (mut client, server) = tokio::io::duplex(64);
-        let mut guarded = guarded(&a, server);
+        let mut guarded = guarded(&a, server).await;
         let mut buf = [0u8; 4];
         // activity within the timeout keeps it open
         for _ in 0..3 {
@@ -315,8 +367,8 @@ mod tests {
         let a = acceptor(2, 60);
         let (mut c1, s1) = tokio::io::duplex(64);
         let (mut c2, s2) = tokio::io::duplex(64);
-        let mut g1 = guarded(&a, s1);
-        let mut g2 = guarded(&a, s2);
+        let mut g1 = guarded(&a, s1).await;
+        let mut g2 = guarded(&a, s2).await;
         let mut buf = [0u8; 4];
         tokio::time::advance(Duration::from_secs(2)).await;
         // the first one was active more recently than the second
@@ -324,7 +376,7 @@ mod tests {
         assert_eq!(g1.read(&mut buf).await.unwrap(), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         let (mut c3, s3) = tokio::io::duplex(64);
-        let mut g3 = guarded(&a, s3);
+        let mut g3 = guarded(&a, s3).await;
         let err = g2.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "the quietest one goes");
         c2.write_all(b"y").await.ok();
@@ -339,5 +391,30 @@ mod tests {
             2,
             "an evicted slot was already free"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn young_connections_are_not_cut_off_a_new_one_waits_for_a_slot() {
+        let a = acceptor(1, 60);
+        let (_c1, s1) = tokio::io::duplex(64);
+        let g1 = guarded(&a, s1).await;
+        let (_c2, s2) = tokio::io::duplex(64);
+        let waiting = tokio::spawn({
+            let a = a.clone();
+            async move { guarded(&a, s2).await }
+        });
+        tokio::time::advance(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the first connection is young: the second waits"
+        );
+        drop(g1);
+        let g2 = waiting.await.unwrap();
+        assert!(!g2.slot.1.evicted.load(Ordering::Acquire));
+        // a connection that holds its slot for over a second gives way
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let (_c3, s3) = tokio::io::duplex(64);
+        let _g3 = guarded(&a, s3).await;
+        assert!(g2.slot.1.evicted.load(Ordering::Acquire));
     }
 }
