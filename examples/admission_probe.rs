@@ -13,10 +13,11 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
+#[path = "probe/attack.rs"]
+mod attack;
 #[path = "probe/tls.rs"]
 mod tls;
 use tls::Tls;
@@ -162,28 +163,11 @@ async fn main() {
         check(false);
     }
 
-    // 3. 600 clients trickle a byte of a TLS record every 200 ms (reconnecting when cut off) while
-    //    valid reviews are sent one after the other
+    // 3. 600 clients from a pod's address trickle a byte of a TLS record every 200 ms
+    //    (reconnecting when cut off) while valid reviews are sent one after the other
     let stop = Arc::new(AtomicBool::new(false));
-    let tricklers: Vec<_> = (0..600)
-        .map(|_| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    for b in [0x16u8, 0x03, 0x01, 0x02, 0x00].iter().cycle() {
-                        if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-            })
-        })
-        .collect();
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let tricklers = attack::tricklers(600, to, stop.clone(), Arc::new(AtomicUsize::new(0)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fds_under_attack = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     let mut latencies = Vec::new();

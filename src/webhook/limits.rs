@@ -6,11 +6,14 @@
 //! - The TLS handshake is bounded by the acceptor, the request headers by hyper
 //!   (`header_read_timeout`), the whole request (body and answer) by `request_deadline`
 //!   ([`within_deadline`], applied to every route by `serve_tls`).
-//! - When every slot is taken, a new connection takes the slot of one held for over a second,
-//!   which is closed: first of those the server never answered a byte (no TLS handshake done),
-//!   then the longest-quiet. Clients that hold slots without finishing requests cannot lock out a
-//!   new client; a crowd of them churning through the slots does not cut off connections that got
-//!   past the handshake; and a burst of honest connections (all young) queues for slots instead.
+//! - When every slot is taken, the slots are shared by client address: a new connection from a
+//!   client holding fewer slots than the biggest holder takes a slot of that holder at once,
+//!   whatever its age. So a crowd of connections from one pod can never lock out the apiserver,
+//!   however fast it reconnects.
+//! - Otherwise a new connection takes the slot of one held for over a second (from a client with
+//!   at least as many slots as its own), which is closed: first of those the server never answered
+//!   a byte (no TLS handshake done), then the longest-quiet. A burst of honest connections (all
+//!   young) queues for slots instead of cutting each other off.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,6 +24,7 @@ use futures::task::AtomicWaker;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,8 +83,21 @@ pub async fn within_deadline(
     }
 }
 
+/// The address of a connection's client: slots are shared fairly among clients.
+pub trait PeerIp {
+    /// `None` when unknown; such connections count as one client.
+    fn peer_ip(&self) -> Option<IpAddr>;
+}
+
+impl PeerIp for tokio::net::TcpStream {
+    fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip().to_canonical())
+    }
+}
+
 /// One open connection as the table sees it.
 struct Slot {
+    source: Option<IpAddr>,
     /// Milliseconds since the table's start at the last byte read or written.
     last_active: AtomicU64,
     /// The server has sent something (the TLS handshake got that far).
@@ -97,6 +114,11 @@ struct Table {
     open: Mutex<HashMap<u64, Arc<(Instant, Slot)>>>,
     /// Connections waiting for a slot.
     waiting: AtomicU64,
+    /// New connections closed for want of a slot since the last warning, and when that was
+    /// (milliseconds since start): one line per [`REFUSAL_REPORT`], not one per connection, as a
+    /// crowd reconnects thousands of times a second.
+    refused: AtomicU64,
+    refusal_reported: AtomicU64,
     released: tokio::sync::Notify,
 }
 
@@ -105,6 +127,8 @@ struct Table {
 const MIN_AGE_FOR_EVICTION: Duration = Duration::from_secs(1);
 /// How long a new connection waits for a slot before it is closed.
 const WAIT_FOR_SLOT: Duration = Duration::from_secs(5);
+/// At most one warning about refused connections this often.
+const REFUSAL_REPORT: Duration = Duration::from_secs(10);
 
 impl Table {
     fn now(&self) -> u64 {
@@ -116,12 +140,12 @@ impl Table {
     /// that has not even completed a TLS handshake) before any other, the longest-quiet among
     /// them. Without such a connection the new one waits (up to [`WAIT_FOR_SLOT`]; as many
     /// waiting as there are slots at most) for one to end.
-    async fn admit(self: &Arc<Self>) -> Option<(u64, Arc<(Instant, Slot)>)> {
+    async fn admit(self: &Arc<Self>, source: Option<IpAddr>) -> Option<(u64, Arc<(Instant, Slot)>)> {
         let deadline = Instant::now() + WAIT_FOR_SLOT;
         let mut waiting = false;
         let admitted = loop {
             let released = self.released.notified();
-            if let Some(admitted) = self.try_admit() {
+            if let Some(admitted) = self.try_admit(source) {
                 break Some(admitted);
             }
             if !waiting {
@@ -137,7 +161,7 @@ impl Table {
                 () = tokio::time::sleep_until(recheck) => {}
             }
             if Instant::now() >= deadline {
-                break self.try_admit();
+                break self.try_admit(source);
             }
         };
         if waiting {
@@ -146,19 +170,10 @@ impl Table {
         admitted
     }
 
-    fn try_admit(self: &Arc<Self>) -> Option<(u64, Arc<(Instant, Slot)>)> {
+    fn try_admit(self: &Arc<Self>, source: Option<IpAddr>) -> Option<(u64, Arc<(Instant, Slot)>)> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.len() >= self.max.max(1) {
-            let victim = open
-                .iter()
-                .filter(|(_, s)| s.0.elapsed() >= MIN_AGE_FOR_EVICTION)
-                .min_by_key(|(_, s)| {
-                    (
-                        s.1.answered.load(Ordering::Relaxed),
-                        s.1.last_active.load(Ordering::Relaxed),
-                    )
-                })
-                .map(|(id, _)| *id)?;
+            let victim = Self::victim(&open, source)?;
             if let Some(s) = open.remove(&victim) {
                 s.1.evicted.store(true, Ordering::Release);
                 s.1.waker.wake();
@@ -168,6 +183,7 @@ impl Table {
         let slot = Arc::new((
             Instant::now(),
             Slot {
+                source,
                 last_active: AtomicU64::new(self.now()),
                 answered: AtomicBool::new(false),
                 evicted: AtomicBool::new(false),
@@ -177,6 +193,55 @@ impl Table {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         open.insert(id, slot.clone());
         Some((id, slot))
+    }
+
+    /// The connection to close for a new one from `source`, if any may be: of the client holding
+    /// the most slots when that is more than `source` would hold (whatever its age), else one held
+    /// for over [`MIN_AGE_FOR_EVICTION`] by a client with at least as many slots as `source`, its
+    /// own first. Among those, one never answered before any other, then the longest-quiet.
+    fn victim(open: &HashMap<u64, Arc<(Instant, Slot)>>, source: Option<IpAddr>) -> Option<u64> {
+        let mut held: HashMap<Option<IpAddr>, usize> = HashMap::new();
+        for s in open.values() {
+            *held.entry(s.1.source).or_default() += 1;
+        }
+        let own = held.get(&source).copied().unwrap_or(0);
+        let (crowd, most) = held.iter().max_by_key(|(_, n)| **n).map(|(s, n)| (*s, *n))?;
+        let candidates: Box<dyn Iterator<Item = _>> = if most > own + 1 {
+            Box::new(open.iter().filter(|(_, s)| s.1.source == crowd))
+        } else {
+            Box::new(open.iter().filter(|(_, s)| {
+                s.0.elapsed() >= MIN_AGE_FOR_EVICTION && held.get(&s.1.source).copied().unwrap_or(0) >= own
+            }))
+        };
+        candidates
+            .min_by_key(|(_, s)| {
+                (
+                    s.1.source != source,
+                    s.1.answered.load(Ordering::Relaxed),
+                    s.1.last_active.load(Ordering::Relaxed),
+                )
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Counts a connection closed for want of a slot; warns once per [`REFUSAL_REPORT`].
+    fn report_refusal(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let (now, last) = (self.now(), self.refusal_reported.load(Ordering::Relaxed));
+        let due = last == 0 || now.saturating_sub(last) >= REFUSAL_REPORT.as_millis() as u64;
+        if due
+            && self
+                .refusal_reported
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let refused = self.refused.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                refused,
+                max_connections = self.max,
+                "webhook connection limit reached and no slot became free: closed new connections"
+            );
+        }
     }
 
     fn release(&self, id: u64) {
@@ -202,6 +267,8 @@ impl LimitedAcceptor {
                 next_id: AtomicU64::new(0),
                 open: Mutex::new(HashMap::new()),
                 waiting: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                refusal_reported: AtomicU64::new(0),
                 released: tokio::sync::Notify::new(),
             }),
             idle_timeout: limits.idle_timeout,
@@ -209,16 +276,17 @@ impl LimitedAcceptor {
     }
 }
 
-impl<I: Send + 'static, S: Send + 'static> Accept<I, S> for LimitedAcceptor {
+impl<I: PeerIp + Send + 'static, S: Send + 'static> Accept<I, S> for LimitedAcceptor {
     type Stream = Guarded<I>;
     type Service = S;
     type Future = futures::future::BoxFuture<'static, io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let (table, idle_timeout) = (self.table.clone(), self.idle_timeout);
+        let source = stream.peer_ip();
         Box::pin(async move {
-            let Some((id, slot)) = table.admit().await else {
-                tracing::warn!("webhook connection limit reached and no slot became free: closing a new connection");
+            let Some((id, slot)) = table.admit(source).await else {
+                table.report_refusal();
                 return Err(io::Error::other("connection limit reached"));
             };
             Ok((Guarded::new(stream, table, id, slot, idle_timeout), service))
@@ -330,6 +398,12 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    impl PeerIp for tokio::io::DuplexStream {
+        fn peer_ip(&self) -> Option<IpAddr> {
+            None
+        }
+    }
+
     fn acceptor(max: usize, idle: u64) -> LimitedAcceptor {
         LimitedAcceptor::new(ConnectionLimits {
             max_connections: max,
@@ -416,5 +490,61 @@ mod tests {
         let (_c3, s3) = tokio::io::duplex(64);
         let _g3 = guarded(&a, s3).await;
         assert!(g2.slot.1.evicted.load(Ordering::Acquire));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crowd_from_one_client_gives_way_to_another_client_at_once() {
+        let a = acceptor(4, 60);
+        let (pod, apiserver): (IpAddr, IpAddr) = ("10.0.0.7".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        let crowd: Vec<_> = (0..4).map(|_| a.table.try_admit(Some(pod)).unwrap().1).collect();
+        // all of the crowd is young: another client still gets a slot without waiting
+        let (_, first) = a.table.try_admit(Some(apiserver)).expect("a slot for another client");
+        assert_eq!(crowd.iter().filter(|s| s.1.evicted.load(Ordering::Acquire)).count(), 1);
+        assert!(
+            a.table.try_admit(Some(apiserver)).is_some(),
+            "3 against 1: the crowd gives way again"
+        );
+        assert!(
+            a.table.try_admit(Some(apiserver)).is_none(),
+            "2 against 2 of young connections: no one is cut off"
+        );
+        // the crowd's new connections only ever replace the crowd's own, however long the other
+        // client's connection has been quiet
+        tokio::time::advance(Duration::from_secs(5)).await;
+        for _ in 0..10 {
+            let admitted = a.table.try_admit(Some(pod));
+            assert!(
+                admitted.is_some(),
+                "the crowd's old connections give way to its new ones"
+            );
+            tokio::time::advance(Duration::from_secs(2)).await;
+        }
+        assert!(
+            !first.1.evicted.load(Ordering::Acquire),
+            "the other client keeps its slot"
+        );
+        let open = a.table.open.lock().unwrap();
+        assert_eq!(open.values().filter(|s| s.1.source == Some(apiserver)).count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_connections_are_reported_once_per_period_with_their_count() {
+        let a = acceptor(1, 60);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        for _ in 0..1000 {
+            a.table.report_refusal();
+        }
+        assert_eq!(
+            a.table.refused.load(Ordering::Relaxed),
+            999,
+            "one warning, the rest counted"
+        );
+        tokio::time::advance(REFUSAL_REPORT).await;
+        a.table.report_refusal();
+        assert_eq!(
+            a.table.refused.load(Ordering::Relaxed),
+            0,
+            "the next warning carries them"
+        );
     }
 }
