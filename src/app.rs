@@ -1,7 +1,9 @@
-//! The extension process: health and metrics servers, leader election, the ContainerRuntime
-//! controller with its heartbeat on the leader, and a graceful shutdown.
+//! The extension process as a list of duties ([`Duties`]): the health and metrics servers, the
+//! webhook, then on the leader the lease, the heartbeat, the health checks and the ContainerRuntime
+//! controller. Shutdown stops them in the reverse order, so probes answer until the end and the
+//! lease is released only after the controller's last write.
 
-use crate::cli::{FailurePolicy, RunArgs, WebhookMode};
+use crate::cli::RunArgs;
 use crate::extension::controller::ControllerOptions;
 use crate::extension::run_controller;
 use crate::healthcheck::{HealthChecker, HealthOptions};
@@ -9,7 +11,9 @@ use crate::kata::names::{EXTENSION_NAME, EXTENSION_TYPE};
 use crate::kata::requirements::Requirements;
 use crate::kata::{KataActuator, imagevector};
 use crate::runtime::client_metrics::CountRequestsLayer;
+use crate::runtime::duties::Duties;
 use crate::runtime::health::{self, Readiness};
+use crate::runtime::kubeconfig::config_from;
 use crate::runtime::leader::LeaderElection;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::shutdown::Shutdown;
@@ -22,31 +26,13 @@ use std::time::Duration;
 
 /// How long in-flight reconciles may take to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The webhook server's own graceful shutdown takes up to 10 s.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(15);
+/// The lease, heartbeat and health checks stop at once or are cut.
+const QUICK: Duration = Duration::from_secs(5);
 
 pub async fn kube_config(args: &RunArgs) -> anyhow::Result<kube::Config> {
     config_from(args.kubeconfig.as_deref(), "").await
-}
-
-/// The configuration from a kubeconfig file, or in-cluster without one; `what` names the cluster
-/// in errors ("garden"), empty for the extension's own.
-pub async fn config_from(path: Option<&std::path::Path>, what: &str) -> anyhow::Result<kube::Config> {
-    let kubeconfig = if what.is_empty() {
-        "kubeconfig".to_string()
-    } else {
-        format!("{what} kubeconfig")
-    };
-    match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading {kubeconfig} {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("loading {kubeconfig} {}", p.display()))
-        }
-        None => kube::Config::infer()
-            .await
-            .with_context(|| format!("no {kubeconfig} given and no in-cluster configuration")),
-    }
 }
 
 pub async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
@@ -81,18 +67,12 @@ fn webhook_options(args: &RunArgs, namespace: Option<String>) -> anyhow::Result<
         bail!("the webhook needs --webhook-config-namespace (or LEADER_ELECTION_NAMESPACE)");
     };
     let mut opts = webhook::WebhookOptions {
-        mode: match args.webhook_config_mode {
-            WebhookMode::Service => webhook::ConfigMode::Service,
-            WebhookMode::Url => webhook::ConfigMode::Url,
-        },
+        mode: args.webhook_config_mode,
         url: args.webhook_config_url.clone(),
         namespace,
         server_port: args.webhook_config_server_port,
         service_port: args.webhook_config_service_port,
-        failure_policy: match args.webhook_failure_policy {
-            FailurePolicy::Ignore => webhook::registration::FailurePolicy::Ignore,
-            FailurePolicy::Fail => webhook::registration::FailurePolicy::Fail,
-        },
+        failure_policy: args.webhook_failure_policy,
         object_selector: args.webhook_object_selector,
         mutation: webhook::mutate::MutationSettings {
             local_image_pull: args.webhook_local_image_pull,
@@ -110,44 +90,47 @@ fn webhook_options(args: &RunArgs, namespace: Option<String>) -> anyhow::Result<
 
 /// Runs until `shutdown` (SIGTERM/SIGINT in the binary; exit 0) or a fatal error (non-zero).
 pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
-    let config = kube_config(&args).await?;
+    let mut duties = Duties::new(shutdown.clone());
+    // set when the lease is lost: another replica may be leading already
+    let lost_lease = Shutdown::new();
+    let started = start(&args, &shutdown, &lost_lease, &mut duties).await;
+    let stopped = if lost_lease.is_triggered() {
+        duties.abort().await
+    } else {
+        duties.stop().await
+    };
+    started?;
+    stopped?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the duties and waits for `shutdown` (or, on a standby replica, for either shutdown or
+/// leadership first).
+async fn start(args: &RunArgs, shutdown: &Shutdown, lost_lease: &Shutdown, duties: &mut Duties) -> anyhow::Result<()> {
+    let config = kube_config(args).await?;
     let installer_images =
         imagevector::Images::load(&format!("v{}", env!("CARGO_PKG_VERSION"))).context("reading the image vector")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let client = counted_client(config, &metrics)?;
     process_metrics::register(&mut registry);
-    let registry = Arc::new(registry);
 
     let readiness = Readiness::default();
     let controller_ready = readiness.check("controller-cache");
-
-    let health_addr = health::parse_bind_address(&args.health_bind_address).map_err(anyhow::Error::msg)?;
-    let metrics_addr = health::parse_bind_address(&args.metrics_bind_address).map_err(anyhow::Error::msg)?;
-    let (_, health_task) = health::serve(
-        "health",
-        health_addr,
-        health::health_router(readiness.clone()),
-        shutdown.wait(),
+    health::start_servers(
+        duties,
+        (&args.health_bind_address, &args.metrics_bind_address),
+        readiness.clone(),
+        Arc::new(registry),
     )
-    .await
-    .with_context(|| format!("binding the health address {health_addr}"))?;
-    let (_, metrics_task) = health::serve(
-        "metrics",
-        metrics_addr,
-        health::metrics_router(registry),
-        shutdown.wait(),
-    )
-    .await
-    .with_context(|| format!("binding the metrics address {metrics_addr}"))?;
+    .await?;
 
-    let webhook_task = if args.disable_webhooks {
-        None
-    } else {
+    if !args.disable_webhooks {
         let ready = readiness.check("webhook");
         // false while the MutatingWebhookConfiguration is missing or stale, until repaired
         let registered = readiness.check("webhook-registration");
-        let opts = webhook_options(&args, namespace_of(&args))?;
+        let opts = webhook_options(args, namespace_of(args))?;
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             if let Ok(addr) = ready_rx.await {
@@ -155,75 +138,43 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
                 ready.send_replace(true);
             }
         });
-        let (client, metrics, stop, fatal) = (client.clone(), metrics.clone(), shutdown.wait(), shutdown.clone());
-        Some(tokio::spawn(async move {
-            let result = webhook::run(client, opts, Some(metrics), Some(ready_tx), Some(registered), stop).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "webhook server failed");
-                fatal.trigger();
-            }
-            result
-        }))
-    };
-
-    let namespace = args.leader_election_namespace.clone();
-    let heartbeat_namespace = args.heartbeat_namespace.clone().or_else(|| namespace.clone());
+        let (client, metrics) = (client.clone(), metrics.clone());
+        duties.start("webhook server", WEBHOOK_GRACE, move |stop| async move {
+            Ok(webhook::run(
+                client,
+                opts,
+                Some(metrics),
+                Some(ready_tx),
+                Some(registered),
+                stop.wait(),
+            )
+            .await?)
+        });
+    }
 
     // Standby replicas are ready: they serve the webhook and wait for the lease.
-    let election = if args.leader_election {
-        let Some(ns) = &namespace else {
-            bail!("--leader-election needs --leader-election-namespace (or LEADER_ELECTION_NAMESPACE)");
-        };
+    if args.leader_election {
         controller_ready.send_replace(true);
-        let mut election = LeaderElection::start(client.clone(), ns, &args.leader_election_id, &identity())
-            .await
-            .context("starting leader election")?;
-        tracing::info!(lease = %args.leader_election_id, namespace = %ns, "waiting to become leader");
-        let became_leader = tokio::select! {
-            r = election.is_leader.wait_for(|l| *l) => { r.map(|_| true).context("leader election stopped")? }
-            _ = shutdown.wait() => false,
-        };
-        if !became_leader {
-            election.release().await;
-            let _ = tokio::join!(health_task, metrics_task);
-            if let Some(task) = webhook_task {
-                task.await.context("webhook task")?.context("webhook server")?;
-            }
+        if !lead(args, &client, &metrics, shutdown, lost_lease, duties).await? {
             return Ok(());
         }
-        tracing::info!("became leader");
-        metrics.leader.set(1);
         controller_ready.send_replace(false);
-        Some(election)
-    } else {
-        None
-    };
+    }
 
-    // Losing the lease stops the controllers at once: another replica may already be leading.
-    let lost_lease = Shutdown::new();
-    let lease_monitor = election.as_ref().map(|election| {
-        let mut rx = election.is_leader.clone();
-        let (lost, stop) = (lost_lease.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _ = rx.wait_for(|l| !*l).await;
-            if !stop.is_triggered() {
-                tracing::error!("leader lease lost, stopping");
-                lost.trigger();
-                stop.trigger();
-            }
-        })
-    });
-
-    let heartbeat_task = heartbeat_namespace.map(|ns| {
-        let stop = shutdown.wait();
-        tokio::spawn(heartbeat::run(
+    let heartbeat_namespace = args
+        .heartbeat_namespace
+        .clone()
+        .or_else(|| args.leader_election_namespace.clone());
+    if let Some(ns) = heartbeat_namespace {
+        let (client, every) = (
             client.clone(),
-            ns,
-            EXTENSION_NAME.into(),
             Duration::from_secs(args.heartbeat_renew_interval_seconds),
-            stop,
-        ))
-    });
+        );
+        duties.start("heartbeat", QUICK, move |stop| async move {
+            heartbeat::run(client, ns, EXTENSION_NAME.into(), every, stop.wait()).await;
+            Ok(())
+        });
+    }
 
     let cache = kube::runtime::reflector::store();
     let actuator = KataActuator::new(
@@ -241,66 +192,87 @@ pub async fn run(args: RunArgs, shutdown: Shutdown) -> anyhow::Result<()> {
     opts.predicate.ignore_operation_annotation = args.ignore_operation_annotation;
     opts.namespace = args.watch_namespace.clone();
     // health conditions from the same caches the controller fills
-    let health_checks = match actuator.managed_resource_cache() {
-        Some(mrs) if args.health_check_sync_period_seconds > 0 => {
-            let checker = HealthChecker::new(
-                client.clone(),
-                cache.0.clone(),
-                mrs,
-                HealthOptions {
-                    sync_period: Duration::from_secs(args.health_check_sync_period_seconds),
-                    progressing_threshold: Duration::from_secs(args.health_check_progressing_threshold_seconds),
-                    responsibility: opts.predicate.clone(),
-                },
-            );
-            Some(tokio::spawn(checker.run(shutdown.wait())))
-        }
-        _ => None,
-    };
+    if let Some(mrs) = actuator.managed_resource_cache()
+        && args.health_check_sync_period_seconds > 0
+    {
+        let checker = HealthChecker::new(
+            client.clone(),
+            cache.0.clone(),
+            mrs,
+            HealthOptions {
+                sync_period: Duration::from_secs(args.health_check_sync_period_seconds),
+                progressing_threshold: Duration::from_secs(args.health_check_progressing_threshold_seconds),
+                responsibility: opts.predicate.clone(),
+            },
+        );
+        duties.start("health checks", QUICK, move |stop| async move {
+            checker.run(stop.wait()).await;
+            Ok(())
+        });
+    }
     tracing::info!(
         gardener_version = args.gardener_version.as_deref().unwrap_or("unknown"),
         max_concurrent_reconciles = opts.max_concurrent_reconciles,
         "starting the ContainerRuntime controller"
     );
-    let controller = tokio::spawn(run_controller(
-        client.clone(),
-        actuator,
-        cache,
-        opts,
-        metrics.clone(),
-        controller_ready,
-        shutdown.wait(),
-    ));
+    let lost_lease = lost_lease.clone();
+    duties.start("controller", SHUTDOWN_GRACE, move |stop| async move {
+        tokio::select! {
+            () = run_controller(client, actuator, cache, opts, metrics, controller_ready, stop.wait()) => Ok(()),
+            // another replica may be leading already: no in-flight write may land after this
+            () = lost_lease.wait() => Ok(()),
+        }
+    });
 
     shutdown.wait().await;
-    if lost_lease.is_triggered() {
-        // another replica may be leading already: no in-flight write may land after this
-        controller.abort();
-    } else if tokio::time::timeout(SHUTDOWN_GRACE, controller).await.is_err() {
-        tracing::warn!("in-flight reconciles did not finish within {SHUTDOWN_GRACE:?}");
+    Ok(())
+}
+
+/// Waits for the leader lease; `false` when shutdown came first. Once leading, the lease is a duty:
+/// released when stopped, and its loss stops the process at once (`lost`).
+async fn lead(
+    args: &RunArgs,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    shutdown: &Shutdown,
+    lost: &Shutdown,
+    duties: &mut Duties,
+) -> anyhow::Result<bool> {
+    let Some(ns) = &args.leader_election_namespace else {
+        bail!("--leader-election needs --leader-election-namespace (or LEADER_ELECTION_NAMESPACE)");
+    };
+    let mut election = LeaderElection::start(client.clone(), ns, &args.leader_election_id, &identity())
+        .await
+        .context("starting leader election")?;
+    tracing::info!(lease = %args.leader_election_id, namespace = %ns, "waiting to become leader");
+    let became_leader = tokio::select! {
+        r = election.is_leader.wait_for(|l| *l) => { r.map(|_| true).context("leader election stopped")? }
+        () = shutdown.wait() => false,
+    };
+    if !became_leader {
+        election.release().await;
+        return Ok(false);
     }
-    if let Some(t) = heartbeat_task {
-        t.abort();
-    }
-    if let Some(t) = health_checks {
-        t.abort();
-    }
-    if let Some(monitor) = lease_monitor {
-        // its receiver would keep the lease manager from releasing
-        monitor.abort();
-        let _ = monitor.await;
-    }
-    if let Some(election) = election {
+    tracing::info!("became leader");
+    metrics.leader.set(1);
+    let (metrics, lost) = (metrics.clone(), lost.clone());
+    duties.start("leader lease", QUICK, move |stop| async move {
+        let mut leading = election.is_leader.clone();
+        let lease_lost = tokio::select! {
+            _ = leading.wait_for(|l| !*l) => true,
+            () = stop.wait() => false,
+        };
+        // the receiver would keep the lease manager from releasing
+        drop(leading);
+        if lease_lost {
+            tracing::error!("leader lease lost, stopping");
+            lost.trigger();
+            metrics.leader.set(0);
+            bail!("leader lease lost");
+        }
         metrics.leader.set(0);
         election.release().await;
-    }
-    let _ = tokio::join!(health_task, metrics_task);
-    if lost_lease.is_triggered() {
-        bail!("leader lease lost");
-    }
-    if let Some(task) = webhook_task {
-        task.await.context("webhook task")?.context("webhook server")?;
-    }
-    tracing::info!("stopped");
-    Ok(())
+        Ok(())
+    });
+    Ok(true)
 }

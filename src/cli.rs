@@ -2,6 +2,8 @@
 //! usual knobs.
 
 use crate::runtime::logging::{LogFormat, LogLevel};
+use crate::webhook::ConfigMode;
+use crate::webhook::registration::FailurePolicy;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -75,18 +77,6 @@ pub struct NodeLabelerArgs {
     pub procfs_root: std::path::PathBuf,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum WebhookMode {
-    Service,
-    Url,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum FailurePolicy {
-    Ignore,
-    Fail,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Kubeconfig of the seed (with `admission`: of the garden runtime cluster); in-cluster
@@ -146,8 +136,8 @@ pub struct RunArgs {
     /// Do not serve or register the OperatingSystemConfig webhook.
     #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub disable_webhooks: bool,
-    #[arg(long, value_enum, default_value_t = WebhookMode::Service)]
-    pub webhook_config_mode: WebhookMode,
+    #[arg(long, value_enum, default_value_t = ConfigMode::Service)]
+    pub webhook_config_mode: ConfigMode,
     /// With mode url: the host (and port) the apiserver calls, e.g. 127.0.0.1:9443.
     #[arg(long)]
     pub webhook_config_url: Option<String>,
@@ -208,5 +198,9 @@ mod tests {
         assert_eq!(cli.run.webhook_failure_policy, FailurePolicy::Ignore);
         let cli = Cli::parse_from(["x", "render", "--cluster", "c.yaml", "--container-runtime", "a.yaml"]);
         assert!(matches!(cli.command, Some(Command::Render(_))));
+        // the process-wide flags apply to the subcommands too
+        let cli = Cli::parse_from(["x", "admission", "--webhook-config-namespace=g", "--log-format=text"]);
+        assert!(matches!(cli.command, Some(Command::Admission(_))));
+        assert_eq!(cli.run.log_format, LogFormat::Text);
     }
 }

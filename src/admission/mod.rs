@@ -15,9 +15,8 @@ pub mod registration;
 pub mod validate;
 
 use crate::kata::requirements::Requirements;
+use crate::runtime::duties::Duties;
 use crate::runtime::health::{self, Readiness};
-#[cfg(test)]
-use crate::runtime::logging::LogFormat;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::shutdown::Shutdown;
 use crate::webhook::certs::{CertOptions, CertStore};
@@ -169,8 +168,8 @@ pub struct AdmissionArgs {
     pub machine_type_capability: Option<CapabilityRequirement>,
 
     /// How the garden reaches the webhook; url (Gardener's admission default) or service.
-    #[arg(long, value_enum, default_value_t = crate::cli::WebhookMode::Url)]
-    pub webhook_config_mode: crate::cli::WebhookMode,
+    #[arg(long, value_enum, default_value_t = ConfigMode::Url)]
+    pub webhook_config_mode: ConfigMode,
     /// With mode url: host[:port] the garden calls, e.g. gardener-extension-admission-runtime-kata.garden.
     #[arg(long)]
     pub webhook_config_url: Option<String>,
@@ -190,8 +189,8 @@ pub struct AdmissionArgs {
     #[arg(long, default_value_t = 10250)]
     pub webhook_config_server_port: u16,
     /// What gardener-apiserver does when the webhook cannot answer (see docs/operations.md).
-    #[arg(long, value_enum, default_value_t = crate::cli::FailurePolicy::Fail)]
-    pub webhook_failure_policy: crate::cli::FailurePolicy,
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Fail)]
+    pub webhook_failure_policy: FailurePolicy,
     /// How long gardener-apiserver waits for an answer.
     #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECONDS, value_parser = clap::value_parser!(i32).range(1..=30))]
     pub webhook_timeout_seconds: i32,
@@ -221,10 +220,7 @@ impl AdmissionArgs {
             ..Default::default()
         };
         let w = &mut opts.webhook;
-        w.mode = match self.webhook_config_mode {
-            crate::cli::WebhookMode::Url => ConfigMode::Url,
-            crate::cli::WebhookMode::Service => ConfigMode::Service,
-        };
+        w.mode = self.webhook_config_mode;
         w.url = self.webhook_config_url.clone();
         w.namespace = self.webhook_config_namespace.clone();
         w.service_port = self.webhook_config_service_port;
@@ -235,10 +231,7 @@ impl AdmissionArgs {
                 self.webhook_config_server_host
             )
         })?;
-        w.failure_policy = match self.webhook_failure_policy {
-            crate::cli::FailurePolicy::Fail => FailurePolicy::Fail,
-            crate::cli::FailurePolicy::Ignore => FailurePolicy::Ignore,
-        };
+        w.failure_policy = self.webhook_failure_policy;
         w.timeout_seconds = self.webhook_timeout_seconds;
         w.register = !self.webhook_config_skip_registration;
         Ok(opts)
@@ -246,12 +239,24 @@ impl AdmissionArgs {
 }
 
 async fn client_from(path: Option<&PathBuf>, what: &str) -> anyhow::Result<kube::Client> {
-    let config = crate::app::config_from(path.map(PathBuf::as_path), what).await?;
+    let config = crate::runtime::kubeconfig::config_from(path.map(PathBuf::as_path), what).await?;
     kube::Client::try_from(config).with_context(|| format!("building the {what} client"))
 }
 
 /// The `admission` subcommand: health and metrics endpoints, the webhook, until SIGTERM.
 pub async fn run_command(args: AdmissionArgs, kubeconfig: Option<PathBuf>, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut duties = Duties::new(shutdown.clone());
+    let started = start(args, kubeconfig, &mut duties).await;
+    if started.is_ok() {
+        shutdown.wait().await;
+    }
+    let stopped = duties.stop().await;
+    started?;
+    stopped
+}
+
+/// Starts the duties of the admission process: its health and metrics servers, then the webhook.
+async fn start(args: AdmissionArgs, kubeconfig: Option<PathBuf>, duties: &mut Duties) -> anyhow::Result<()> {
     let opts = args.options()?;
     let runtime = client_from(kubeconfig.as_ref(), "runtime cluster").await?;
     let garden = match &args.garden_kubeconfig {
@@ -264,19 +269,13 @@ pub async fn run_command(args: AdmissionArgs, kubeconfig: Option<PathBuf>, shutd
     let readiness = Readiness::default();
     let serving = readiness.check("webhook");
     let registered = readiness.check("webhook-registration");
-    let health_addr = health::parse_bind_address(&args.health_bind_address).map_err(anyhow::Error::msg)?;
-    let metrics_addr = health::parse_bind_address(&args.metrics_bind_address).map_err(anyhow::Error::msg)?;
-    let (_, health_task) = health::serve("health", health_addr, health::health_router(readiness), shutdown.wait())
-        .await
-        .with_context(|| format!("binding the health address {health_addr}"))?;
-    let (_, metrics_task) = health::serve(
-        "metrics",
-        metrics_addr,
-        health::metrics_router(Arc::new(registry)),
-        shutdown.wait(),
+    health::start_servers(
+        duties,
+        (&args.health_bind_address, &args.metrics_bind_address),
+        readiness,
+        Arc::new(registry),
     )
-    .await
-    .with_context(|| format!("binding the metrics address {metrics_addr}"))?;
+    .await?;
     let (ready_tx, ready_rx) = oneshot::channel();
     tokio::spawn(async move {
         if let Ok(addr) = ready_rx.await {
@@ -290,46 +289,43 @@ pub async fn run_command(args: AdmissionArgs, kubeconfig: Option<PathBuf>, shutd
         timeout_seconds = opts.webhook.timeout_seconds,
         "starting the garden admission for kata Shoots"
     );
-    let result = run(
-        runtime,
-        garden,
-        opts,
-        Some(metrics),
-        Some(ready_tx),
-        Some(registered),
-        shutdown.wait(),
-    )
-    .await;
-    shutdown.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(15), async {
-        let _ = tokio::join!(health_task, metrics_task);
-    })
-    .await;
-    result.context("admission webhook")
+    duties.start("admission webhook", Duration::from_secs(15), move |stop| async move {
+        Ok(run(
+            runtime,
+            garden,
+            opts,
+            Some(metrics),
+            Some(ready_tx),
+            Some(registered),
+            stop.wait(),
+        )
+        .await?)
+    });
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    /// The subcommand's own flags, without the process-wide ones of `cli::Cli`.
+    #[derive(Parser)]
+    struct Admission {
+        #[command(flatten)]
+        args: AdmissionArgs,
+    }
 
     #[test]
     fn admission_flags_and_defaults() {
-        let cli = Cli::parse_from([
+        let Admission { args } = Admission::parse_from([
             "x",
-            "admission",
             "--webhook-config-namespace=garden",
             "--webhook-config-url=gardener-extension-admission-runtime-kata.garden",
             "--webhook-config-owner-namespace=extension-admission-runtime-kata",
             "--supported-providers=aws,gcp",
             "--machine-type-capability=nestedVirtualization=supported",
-            "--log-format=text",
         ]);
-        assert_eq!(cli.run.log_format, LogFormat::Text);
-        let Some(Command::Admission(args)) = cli.command else {
-            panic!("not the admission subcommand")
-        };
         let o = args.options().unwrap();
         assert_eq!(o.webhook.failure_policy, FailurePolicy::Fail);
         assert_eq!(o.webhook.timeout_seconds, 5);
@@ -361,23 +357,8 @@ mod tests {
                 .dns_names
                 .contains(&"gardener-extension-admission-runtime-kata.garden".to_string())
         );
-        assert!(
-            Cli::try_parse_from([
-                "x",
-                "admission",
-                "--webhook-config-namespace=g",
-                "--machine-type-capability=x"
-            ])
-            .is_err()
-        );
-        assert!(
-            Cli::try_parse_from([
-                "x",
-                "admission",
-                "--webhook-config-namespace=g",
-                "--webhook-timeout-seconds=60"
-            ])
-            .is_err()
-        );
+        for bad in ["--machine-type-capability=x", "--webhook-timeout-seconds=60"] {
+            assert!(Admission::try_parse_from(["x", "--webhook-config-namespace=g", bad]).is_err());
+        }
     }
 }

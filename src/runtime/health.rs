@@ -104,11 +104,54 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!(server = name, address = %local, "serving");
     let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = serve_on(name, listener, router, shutdown).await {
             tracing::error!(server = name, error = %e, "server failed");
         }
     });
     Ok((local, handle))
+}
+
+/// Serves on a bound listener until `shutdown`, then lets open requests finish.
+pub async fn serve_on(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(server = name, address = %local, "serving");
+    }
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// How long the health and metrics servers may take to finish open requests when stopped.
+const SERVER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the health and metrics servers as duties (`bind`: their addresses, as flags give them),
+/// bound now so that a taken address fails the start. Started first, they stop last: probes
+/// answer until the end.
+pub async fn start_servers(
+    duties: &mut super::duties::Duties,
+    (health, metrics): (&str, &str),
+    readiness: Readiness,
+    registry: Arc<Registry>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let health_addr = parse_bind_address(health).map_err(anyhow::Error::msg)?;
+    let metrics_addr = parse_bind_address(metrics).map_err(anyhow::Error::msg)?;
+    for (name, addr, router) in [
+        ("health server", health_addr, health_router(readiness)),
+        ("metrics server", metrics_addr, metrics_router(registry)),
+    ] {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {name} address {addr}"))?;
+        duties.start(name, SERVER_GRACE, move |stop| async move {
+            serve_on(name, listener, router, stop.wait())
+                .await
+                .with_context(|| format!("{name} on {addr}"))
+        });
+    }
+    Ok(())
 }

@@ -2,8 +2,10 @@
 //! logging and shutdown.
 
 pub mod client_metrics;
+pub mod duties;
 pub mod health;
 pub mod heartbeat;
+pub mod kubeconfig;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

@@ -40,7 +40,7 @@ pub const DEFAULT_PATH: &str = "/webhooks/operatingsystemconfig";
 pub const DEFAULT_SERVICE_NAME: &str = "gardener-extension-runtime-kata";
 
 /// How the apiserver reaches the webhook (`--webhook-config-mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConfigMode {
     /// Through the Service `gardener-extension-runtime-kata` in the extension's namespace.
     #[default]

@@ -25,7 +25,7 @@ pub const FIELD_MANAGER: &str = "gardener-extension-runtime-kata";
 /// v1.149 labels neither namespaces nor OSCs with the container runtime), i.e. node updates of
 /// shoots that do not use kata at all. With `Ignore` a missed mutation is repaired on the next OSC
 /// update or resync, because gardenlet rewrites OSCs on every shoot reconciliation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailurePolicy {
     #[default]
     Ignore,
