@@ -127,17 +127,10 @@ async fn start(args: &RunArgs, shutdown: &Shutdown, lost_lease: &Shutdown, dutie
     .await?;
 
     if !args.disable_webhooks {
-        let ready = readiness.check("webhook");
+        let ready_tx = readiness.serving("webhook");
         // false while the MutatingWebhookConfiguration is missing or stale, until repaired
         let registered = readiness.check("webhook-registration");
         let opts = webhook_options(args, namespace_of(args))?;
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            if let Ok(addr) = ready_rx.await {
-                tracing::info!(address = %addr, "webhook serving and registered");
-                ready.send_replace(true);
-            }
-        });
         let (client, metrics) = (client.clone(), metrics.clone());
         duties.start("webhook server", WEBHOOK_GRACE, move |stop| async move {
             Ok(webhook::run(

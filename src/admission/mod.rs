@@ -267,7 +267,7 @@ async fn start(args: AdmissionArgs, kubeconfig: Option<PathBuf>, duties: &mut Du
     let metrics = Arc::new(Metrics::new(&mut registry));
     crate::runtime::process_metrics::register(&mut registry);
     let readiness = Readiness::default();
-    let serving = readiness.check("webhook");
+    let ready_tx = readiness.serving("webhook");
     let registered = readiness.check("webhook-registration");
     health::start_servers(
         duties,
@@ -276,13 +276,6 @@ async fn start(args: AdmissionArgs, kubeconfig: Option<PathBuf>, duties: &mut Du
         Arc::new(registry),
     )
     .await?;
-    let (ready_tx, ready_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        if let Ok(addr) = ready_rx.await {
-            tracing::info!(address = %addr, "admission webhook serving and registered");
-            serving.send_replace(true);
-        }
-    });
     tracing::info!(
         rules = ?opts.rules,
         failure_policy = %opts.webhook.failure_policy,

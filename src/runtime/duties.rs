@@ -128,6 +128,12 @@ mod tests {
         }
     }
 
+    /// A duty that never obeys its stop signal.
+    async fn stuck(_: Shutdown) -> anyhow::Result<()> {
+        futures::future::pending::<()>().await;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn duties_stop_in_reverse_order_and_the_first_error_is_named() {
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -153,10 +159,7 @@ mod tests {
     async fn a_duty_failing_on_its_own_stops_the_process_and_a_stuck_one_is_aborted() {
         let process = Shutdown::new();
         let mut duties = Duties::new(process.clone());
-        duties.start("stuck", Duration::from_secs(3), |_| async {
-            futures::future::pending::<()>().await;
-            Ok(())
-        });
+        duties.start("stuck", Duration::from_secs(3), stuck);
         duties.start("webhook", Duration::from_secs(1), |_| async {
             anyhow::bail!("port taken")
         });
@@ -177,10 +180,7 @@ mod tests {
     async fn abort_gives_no_grace_and_keeps_the_error_of_a_duty_that_ended() {
         let process = Shutdown::new();
         let mut duties = Duties::new(process.clone());
-        duties.start("heartbeat", Duration::from_secs(5), |_| async {
-            futures::future::pending::<()>().await;
-            Ok(())
-        });
+        duties.start("heartbeat", Duration::from_secs(5), stuck);
         duties.start("leader lease", Duration::from_secs(5), |_| async {
             anyhow::bail!("lost")
         });

@@ -30,6 +30,21 @@ impl Readiness {
         tx
     }
 
+    /// Registers the check `name` of a webhook server, ready once the server sends its bound
+    /// address (serving and registered) to the returned sender.
+    pub fn serving(&self, name: &str) -> tokio::sync::oneshot::Sender<SocketAddr> {
+        let ready = self.check(name);
+        let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            if let Ok(addr) = rx.await {
+                tracing::info!(check = %name, address = %addr, "webhook serving and registered");
+                ready.send_replace(true);
+            }
+        });
+        tx
+    }
+
     /// The names of the checks that are not ready yet.
     pub fn failing(&self) -> Vec<String> {
         self.checks
