@@ -1,11 +1,19 @@
-# The extension image: a static binary on a minimal, non-root base, for linux/amd64.
-#   docker buildx build --platform linux/amd64 -t <registry>/gardener/extensions/runtime-kata:v0.1.0 .
-# (make release writes the exact command.) arm64 is not built: see docs/operations.md, "arm64 pools".
-# Tags follow the extension's version (vX.Y.Z, Cargo.toml); the same image runs in the seed and as
-# the node labeler next to kata-deploy in shoots (subcommand node-labeler).
-FROM rust:1.95-bookworm AS builder
-RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
+# The extension image: a static binary on a minimal, non-root base, one manifest list for
+# linux/amd64 and linux/arm64:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t <registry>/gardener/extensions/runtime-kata:v0.1.0 --push .
+# (make release writes the exact command.) The builder runs on the build platform and cross-compiles
+# for each TARGETARCH (hack/target-arch.sh), so no stage runs under emulation; only the final stage is
+# per platform. Tags follow the extension's version (vX.Y.Z, Cargo.toml); the same image runs in the
+# seed and as the node labeler next to kata-deploy in shoots (subcommand node-labeler).
+FROM --platform=$BUILDPLATFORM rust:1.95-bookworm AS builder
+ARG TARGETARCH
+COPY hack/target-arch.sh /usr/local/lib/target-arch.sh
+# the target's Rust standard library, and a C cross compiler unless the build platform is the target
+RUN . /usr/local/lib/target-arch.sh \
+ && if ! command -v "$GNU_TRIPLE-gcc" >/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends $CROSS_PACKAGES && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && rustup target add "$RUST_TARGET"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
@@ -13,9 +21,12 @@ COPY imagevector ./imagevector
 COPY examples ./examples
 COPY benches ./benches
 COPY tests ./tests
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin gardener-extension-runtime-kata
+# the binary goes to a path that does not depend on the target, for the final stage
+RUN . /usr/local/lib/target-arch.sh \
+ && cargo build --release --locked --target "$RUST_TARGET" --bin gardener-extension-runtime-kata \
+ && mkdir -p /out && cp "target/$RUST_TARGET/release/gardener-extension-runtime-kata" /out/
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=builder /src/target/x86_64-unknown-linux-musl/release/gardener-extension-runtime-kata /gardener-extension-runtime-kata
+COPY --from=builder /out/gardener-extension-runtime-kata /gardener-extension-runtime-kata
 USER 65532:65532
 ENTRYPOINT ["/gardener-extension-runtime-kata"]

@@ -4,8 +4,13 @@
 #   hack/release.sh [--examples]        (make release VERSION=v0.2.0 REGISTRY=registry.example/gardener)
 #
 #   VERSION   the release, vX.Y.Z (default: v<version in Cargo.toml>)
-#   REGISTRY  the OCI registry prefix (default: europe-docker.pkg.dev/gardener-project/releases)
+#   REGISTRY  the OCI registry prefix you push to (required: the project publishes to no registry)
 #   DIST      output directory (default: <repo>/dist)
+#
+# The sources name the placeholder registry `registry.invalid` (it never resolves) wherever a
+# registry is needed: the charts' image values, and the node labeler of the embedded image vector,
+# which the chart replaces with its own image. This script writes REGISTRY in its place everywhere
+# and fails if a placeholder is left in what it releases.
 #
 # Writes to $DIST:
 #   gardener-extension-runtime-kata-X.Y.Z.tgz   the seed chart (helm package), for `helm push`
@@ -15,25 +20,34 @@
 #   extension.yaml                              operator.gardener.cloud Extension (charts by OCI reference,
 #                                               the admission included)
 #   PUSH.md                                     the commands that publish the image and the chart
-# With --examples, writes the two registrations of the default release into example/ instead
-# (`make generate`; CI checks that they are current).
+# With --examples, writes the two registrations of the default version, with the placeholder
+# registry, into example/ instead (`make generate`; CI checks that they are current).
 #
 # Names, so that what is pushed is what is referenced:
-#   image  $REGISTRY/gardener/extensions/runtime-kata:$VERSION   (seed Deployment and node labeler)
+#   image  $REGISTRY/gardener/extensions/runtime-kata:$VERSION   (seed Deployment and node labeler;
+#          one manifest list for linux/amd64 and linux/arm64)
 #   chart  $REGISTRY/charts/gardener/extensions/gardener-extension-runtime-kata:X.Y.Z
 #   admission charts  $REGISTRY/charts/gardener/extensions/gardener-extension-admission-runtime-kata-{runtime,application}:X.Y.Z
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 chart=gardener-extension-runtime-kata
 default_version=v$(sed -n 's/^version = "\(.*\)"$/\1/p' "$repo/Cargo.toml" | head -n 1)
+placeholder=registry.invalid
+# the architectures of the image (Docker's platform names; the image vector's are amd64 and arm64)
+platforms=linux/amd64,linux/arm64
 examples=false
 [ "${1:-}" = "--examples" ] && examples=true
 if $examples; then
   version=$default_version
-  registry=europe-docker.pkg.dev/gardener-project/releases
+  registry=$placeholder
 else
   version=${VERSION:-$default_version}
-  registry=${REGISTRY:-europe-docker.pkg.dev/gardener-project/releases}
+  registry=${REGISTRY:-}
+  registry=${registry%/}
+  if [ -z "$registry" ] || [ "$registry" = "$placeholder" ]; then
+    echo "[release] error: set REGISTRY to the OCI registry prefix you push to (make release VERSION=vX.Y.Z REGISTRY=registry.example/gardener)" >&2
+    exit 2
+  fi
 fi
 case $version in
   v[0-9]*.[0-9]*.[0-9]*) ;;
@@ -50,29 +64,29 @@ admission_ref() { echo "$chart_repository/$admission-$1:$chart_version"; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# the chart of this version: its version and appVersion, and the image it deploys by default
-cp -r "$repo/charts/$chart" "$work/$chart"
-sed -i "s/^version: .*/version: $chart_version/; s/^appVersion: .*/appVersion: $version/" "$work/$chart/Chart.yaml"
-sed -i "0,/^  repository: .*/s##  repository: $image_repository#; 0,/^  tag: .*/s##  tag: $version#" "$work/$chart/values.yaml"
+# A chart of this version: its version and appVersion, the registry, and the image tag.
+release_chart() {
+  cp -r "$1" "$work/$2"
+  sed -i "s/^version: .*/version: $chart_version/; s/^appVersion: .*/appVersion: $version/" "$work/$2/Chart.yaml"
+  # the comments that explain the placeholder go with it
+  sed -i "/^#.*$placeholder/d; s#$placeholder/#$registry/#g; 0,/^  tag: /s#^  tag: .*#  tag: $version#" "$work/$2/values.yaml"
+}
+release_chart "$repo/charts/$chart" "$chart"
 for part in "${admission_parts[@]}"; do
-  cp -r "$repo/charts/$admission/charts/$part" "$work/$admission-$part"
-  sed -i "s/^version: .*/version: $chart_version/; s/^appVersion: .*/appVersion: $version/" "$work/$admission-$part/Chart.yaml"
+  release_chart "$repo/charts/$admission/charts/$part" "$admission-$part"
 done
-sed -i "0,/^  repository: .*/s##  repository: $image_repository#; 0,/^  tag: .*/s##  tag: $version#" "$work/$admission-runtime/values.yaml"
+if ! $examples && grep -rn "$placeholder" "$work"; then
+  echo "[release] error: the placeholder registry $placeholder is left in the charts above" >&2
+  exit 1
+fi
 
-# The node labeler runs the extension's own image: point the image vector at this release (same
-# key as the embedded entry, architectures included, so that it replaces it).
+# The seed chart passes its image to the binary as the node labeler (NODE_LABELER_IMAGE), so these
+# values decide the image in the seed and in shoots, for both architectures.
 values() {
   sed "s/^/$1/" <<YAML
 image:
   repository: $image_repository
   tag: $version
-imageVectorOverwrite:
-  images:
-  - name: runtime-kata-node-labeler
-    architectures: [amd64]
-    repository: $image_repository
-    tag: $version
 YAML
 }
 
@@ -80,9 +94,17 @@ YAML
 raw=$(tar --sort=name --mtime='1970-01-01 00:00:00Z' --owner=0 --group=0 --numeric-owner \
         --format=gnu -C "$work" -cf - "$chart" | gzip -n -9 | base64 -w0)
 
+# The first lines of each registration; the examples say that their registry is a placeholder.
+header() {
+  echo "# Generated by hack/release.sh for $version; do not edit."
+  if $examples; then
+    echo "# $placeholder is a placeholder: \`make release VERSION=… REGISTRY=…\` writes the registry you push to."
+  fi
+}
+
 registration() {
   cat <<YAML
-# Generated by hack/release.sh for $version; do not edit.
+$(header)
 ---
 apiVersion: core.gardener.cloud/v1
 kind: ControllerDeployment
@@ -111,7 +133,7 @@ YAML
 
 extension() {
   cat <<YAML
-# Generated by hack/release.sh for $version; do not edit.
+$(header)
 # Registration through gardener-operator: the chart by its OCI reference (pushed by \`helm push\`).
 apiVersion: operator.gardener.cloud/v1alpha1
 kind: Extension
@@ -167,9 +189,14 @@ extension >"$dist/extension.yaml"
 cat >"$dist/PUSH.md" <<MD
 # Publishing $version
 
-1. The image (linux/amd64; see docs/operations.md on arm64):
+1. The image, one manifest list for both architectures (the builder cross-compiles each from the
+   build platform; no emulation needed):
 
-       docker buildx build --platform linux/amd64 -t $image_repository:$version --push .
+       docker buildx build --platform $platforms -t $image_repository:$version --push .
+
+   Check that it lists both before registering (an arm64 node cannot pull an amd64-only image):
+
+       docker buildx imagetools inspect $image_repository:$version
 
 2. The chart (\`helm push\` names it after the chart and its version):
 
@@ -189,4 +216,4 @@ cat >"$dist/PUSH.md" <<MD
    admission charts are then installed with helm, see docs/operations.md).
 MD
 echo "[release] $version in $dist: $chart-$chart_version.tgz, $admission-{runtime,application}-$chart_version.tgz, controller-registration.yaml, extension.yaml, PUSH.md"
-echo "[release] image $image_repository:$version, chart $chart_ref, admission charts $(admission_ref runtime) $(admission_ref application)"
+echo "[release] image $image_repository:$version ($platforms), chart $chart_ref, admission charts $(admission_ref runtime) $(admission_ref application)"

@@ -25,19 +25,26 @@ use std::time::Duration;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/gardener-extension-runtime-kata");
 
-fn helm(args: &[&str]) -> String {
+/// helm's stdout and stderr (warnings); fails on a non-zero exit.
+fn helm_output(args: &[&str]) -> (String, String) {
     let bins = Binaries::locate().expect("test binaries");
     let out = Command::new(&bins.helm).args(args).output().expect("running helm");
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "helm {args:?}: {stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
+fn helm(args: &[&str]) -> String {
+    helm_output(args).0
 }
 
 /// `helm template` with the values gardenlet injects, as objects.
 fn render(namespace: &str, extra: &[&str]) -> Vec<DynamicObject> {
+    render_with_stderr(namespace, extra).0
+}
+
+/// `render`, and what helm printed to stderr.
+fn render_with_stderr(namespace: &str, extra: &[&str]) -> (Vec<DynamicObject>, String) {
     let mut args = vec![
         "template",
         "gardener-extension-runtime-kata",
@@ -58,11 +65,13 @@ fn render(namespace: &str, extra: &[&str]) -> Vec<DynamicObject> {
         "gardener.seed.labels.environment=test",
     ];
     args.extend_from_slice(extra);
-    helm(&args)
+    let (stdout, stderr) = helm_output(&args);
+    let objects = stdout
         .split("\n---")
         .filter(|doc| doc.lines().any(|l| l.starts_with("kind:")))
         .map(|doc| serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{e}: {doc}")))
-        .collect()
+        .collect();
+    (objects, stderr)
 }
 
 fn typed<T: serde::de::DeserializeOwned>(objs: &[DynamicObject], kind: &str) -> Vec<T> {
@@ -119,32 +128,92 @@ fn chart_lints() {
 }
 
 /// The image vector overwrite as a map (as other Gardener extensions take it) or as text: both
-/// end up as the same file, which the extension's own reader accepts.
+/// end up as the same file, which the extension's own reader accepts, and helm merges either
+/// into the chart's default without a warning (a string default made the map "Not a table").
 #[test]
 fn image_vector_overwrite_as_map_or_text() {
     use gardener_extension_runtime_kata::kata::imagevector::Images;
+    use k8s_openapi::api::core::v1::ConfigMap;
     let dir = tempfile::tempdir().unwrap();
     let as_map = dir.path().join("map.yaml");
     std::fs::write(
         &as_map,
-        "imageVectorOverwrite:\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n",
+        "imageVectorOverwrite:\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n  - name: runtime-kata-node-labeler\n    architectures: [arm64]\n    ref: registry.internal/runtime-kata:v0.1.0-arm64\n",
     )
     .unwrap();
     let as_text = dir.path().join("text.yaml");
     std::fs::write(
         &as_text,
-        "imageVectorOverwrite: |\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n",
+        "imageVectorOverwrite: |\n  images:\n  - name: kata-deploy\n    ref: registry.internal/kata-deploy:4.1.0\n  - name: runtime-kata-node-labeler\n    architectures: [arm64]\n    ref: registry.internal/runtime-kata:v0.1.0-arm64\n",
     )
     .unwrap();
     for values in [&as_map, &as_text] {
-        let objs = render("ext", &["--values", values.to_str().unwrap()]);
-        let cm: k8s_openapi::api::core::v1::ConfigMap = typed(&objs, "ConfigMap").remove(0);
+        let (objs, stderr) = render_with_stderr("ext", &["--values", values.to_str().unwrap()]);
+        assert!(
+            !stderr.contains("Not a table") && !stderr.to_lowercase().contains("warning"),
+            "{values:?}: {stderr}"
+        );
+        let cm: ConfigMap = typed(&objs, "ConfigMap").remove(0);
         let file = &cm.data.unwrap()["images_overwrite.yaml"];
         let images = Images::from_sources("v0.1.0", Some(("chart", file))).unwrap_or_else(|e| panic!("{e}: {file}"));
+        let amd = images.for_pool(Some("1.33.4"), "amd64").unwrap();
+        let arm = images.for_pool(Some("1.33.4"), "arm64").unwrap();
+        assert_eq!(amd.kata_deploy, "registry.internal/kata-deploy:4.1.0", "{values:?}");
         assert_eq!(
-            images.for_pool(Some("1.33.4"), "amd64").unwrap().kata_deploy,
-            "registry.internal/kata-deploy:4.1.0",
+            arm.node_labeler, "registry.internal/runtime-kata:v0.1.0-arm64",
             "{values:?}"
+        );
+        let env = deployment_env(&objs);
+        assert_eq!(
+            env.get("IMAGEVECTOR_OVERWRITE").map(String::as_str),
+            Some("/charts_overwrite/images_overwrite.yaml")
+        );
+    }
+    // without an overwrite: no ConfigMap, no variable, and no warning either
+    let (objs, stderr) = render_with_stderr("ext", &[]);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(typed::<ConfigMap>(&objs, "ConfigMap").is_empty());
+    assert!(!deployment_env(&objs).contains_key("IMAGEVECTOR_OVERWRITE"));
+}
+
+/// The extension container's plain environment variables.
+fn deployment_env(objs: &[DynamicObject]) -> std::collections::BTreeMap<String, String> {
+    let deploy: Deployment = typed(objs, "Deployment").remove(0);
+    deploy.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
+/// The node labeler in shoots is the image the chart deploys, for every architecture: the chart
+/// passes its `image` value to the binary, so one registry (and tag) decides both.
+#[test]
+fn the_node_labeler_is_the_charts_image() {
+    use gardener_extension_runtime_kata::kata::imagevector::{Images, OWN_IMAGE_ENV};
+    let objs = render(
+        "ext",
+        &[
+            "--set",
+            "image.repository=registry.example/team/gardener/extensions/runtime-kata",
+            "--set",
+            "image.tag=v9.8.7",
+        ],
+    );
+    let env = deployment_env(&objs);
+    let own = &env[OWN_IMAGE_ENV];
+    let deploy: Deployment = typed(&objs, "Deployment").remove(0);
+    let image = deploy.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
+    assert_eq!(Some(own), image.as_ref());
+    assert_eq!(own, "registry.example/team/gardener/extensions/runtime-kata:v9.8.7");
+    let images = Images::from_parts("v0.1.0", Some(own), None).unwrap();
+    for arch in ["amd64", "arm64"] {
+        assert_eq!(
+            &images.for_pool(Some("1.33.4"), arch).unwrap().node_labeler,
+            own,
+            "{arch}"
         );
     }
 }
@@ -465,89 +534,4 @@ async fn a_missing_rule_is_caught() {
     .await;
     assert!(err.description.contains("forbidden"), "{}", err.description);
     assert!(err.description.contains("managedresources"), "{}", err.description);
-}
-
-/// `make release`: the chart package, the registrations and the push steps agree, so that what
-/// `helm push` and the image build publish is exactly what the registrations reference.
-#[test]
-fn release_artifacts_reference_what_is_pushed() {
-    use base64::Engine as _;
-    let bins = Binaries::locate().expect("test binaries");
-    let dist = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/release.sh"))
-        .env("VERSION", "v9.8.7")
-        .env("REGISTRY", "registry.example/team")
-        .env("DIST", dist.path())
-        .env("HELM", &bins.helm)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tgz = dist.path().join("gardener-extension-runtime-kata-9.8.7.tgz");
-    let chart = helm(&["show", "chart", tgz.to_str().unwrap()]);
-    assert!(
-        chart.contains("name: gardener-extension-runtime-kata") && chart.contains("version: 9.8.7"),
-        "{chart}"
-    );
-    assert!(chart.contains("appVersion: v9.8.7"), "{chart}");
-    // helm push oci://registry.example/team/charts/gardener/extensions publishes <repo>/<name>:<version>
-    let extension = std::fs::read_to_string(dist.path().join("extension.yaml")).unwrap();
-    assert!(
-        extension
-            .contains("ref: registry.example/team/charts/gardener/extensions/gardener-extension-runtime-kata:9.8.7"),
-        "{extension}"
-    );
-    let push = std::fs::read_to_string(dist.path().join("PUSH.md")).unwrap();
-    assert!(
-        push.contains("-t registry.example/team/gardener/extensions/runtime-kata:v9.8.7 --push"),
-        "{push}"
-    );
-    assert!(
-        push.contains("oci://registry.example/team/charts/gardener/extensions"),
-        "{push}"
-    );
-
-    // the embedded chart, rendered with the registration's values, runs the pushed image everywhere
-    let registration = std::fs::read_to_string(dist.path().join("controller-registration.yaml")).unwrap();
-    let deployment: serde_json::Value = serde_saphyr::from_str(registration.split("\n---\n").nth(1).unwrap()).unwrap();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(deployment["helm"]["rawChart"].as_str().unwrap())
-        .unwrap();
-    let chart_file = dist.path().join("embedded.tgz");
-    std::fs::write(&chart_file, raw).unwrap();
-    let values_file = dist.path().join("values.yaml");
-    std::fs::write(
-        &values_file,
-        serde_saphyr::to_string(&deployment["helm"]["values"]).unwrap(),
-    )
-    .unwrap();
-    let rendered = helm(&[
-        "template",
-        "x",
-        chart_file.to_str().unwrap(),
-        "--values",
-        values_file.to_str().unwrap(),
-    ]);
-    assert!(
-        rendered.contains("image: registry.example/team/gardener/extensions/runtime-kata:v9.8.7"),
-        "the seed Deployment"
-    );
-    let overwrite = rendered
-        .split("images_overwrite.yaml: |")
-        .nth(1)
-        .expect("the image vector overwrite")
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("    "))
-        .map(|l| &l[4..])
-        .collect::<Vec<_>>()
-        .join("\n");
-    let images =
-        gardener_extension_runtime_kata::kata::imagevector::Images::from_sources("v0.0.0", Some(("chart", &overwrite)))
-            .unwrap_or_else(|e| panic!("{e}: {overwrite}"));
-    assert_eq!(
-        images.for_pool(Some("1.33.4"), "amd64").unwrap().node_labeler,
-        "registry.example/team/gardener/extensions/runtime-kata:v9.8.7",
-        "the node labeler in shoots"
-    );
 }

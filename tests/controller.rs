@@ -834,12 +834,11 @@ async fn a_pool_name_that_cannot_name_objects_never_blocks_deletion() {
     gone(&client, &ns, "kata-bad-name").await;
 }
 
-/// The image vector is resolved per pool: an arm64 pool needs an arm64 image of every container
-/// of the installer. This release's node labeler is built for amd64 only, so an arm64 pool is a
-/// configuration problem (never a DaemonSet that cannot start), until the operator adds an arm64
-/// image through the image vector overwrite.
+/// The image vector is resolved per pool. Both images are manifest lists, so an arm64 pool
+/// installs with the embedded vector alone, on arm64 nodes only; an operator's image for arm64
+/// (more specific than the multi-arch entry) replaces the node labeler of that pool alone.
 #[tokio::test]
-async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
+async fn an_arm64_pool_installs_with_multi_arch_images_unless_the_operator_overrides_them() {
     use gardener_extension_runtime_kata::kata::imagevector::Images;
     let env = TestEnv::shared();
     let client = env.client().await;
@@ -847,40 +846,44 @@ async fn an_arm64_pool_needs_an_arm64_image_of_every_installer_container() {
     let mut shoot = shoot("local", &[pool("amd", None), pool("arm", None)], false);
     shoot["spec"]["provider"]["workers"][1]["machine"]["architecture"] = json!("arm64");
     create_cluster(&client, &ns, shoot).await;
+    let installer_pod = |data: &BTreeMap<String, String>| daemon_set(data).spec.unwrap().template.spec.unwrap();
+    let images_of = |pod: &k8s_openapi::api::core::v1::PodSpec| {
+        pod.containers
+            .iter()
+            .filter_map(|c| c.image.clone())
+            .collect::<Vec<_>>()
+    };
     let embedded = Images::from_sources("v0.1.0", None).unwrap();
     let c = start_controller_with_images(client.clone(), &ns, Requirements::default(), embedded, |_| {}).await;
     create_cr(&client, &ns, "amd", None).await;
     create_cr(&client, &ns, "arm", None).await;
     wait_ready(&client, &ns, "kata-amd").await;
-    let err = wait_configuration_problem(&client, &ns, "kata-arm").await;
-    assert_eq!(err.codes, ["ERR_CONFIGURATION_PROBLEM"]);
-    assert!(
-        err.description.contains("runtime-kata-node-labeler") && err.description.contains("arm64"),
-        "{}",
-        err.description
+    wait_ready(&client, &ns, "kata-arm").await;
+    let (_, _, amd) = mr_data(&client, &ns, &installation("amd")).await;
+    let (_, _, arm) = mr_data(&client, &ns, &installation("arm")).await;
+    let (amd, arm) = (installer_pod(&amd), installer_pod(&arm));
+    assert_eq!(
+        images_of(&arm),
+        [
+            "quay.io/kata-containers/kata-deploy:4.1.0",
+            "registry.invalid/gardener/extensions/runtime-kata:v0.1.0"
+        ]
     );
-    assert!(!exists::<ManagedResource>(&client, &ns, &installation("arm")).await);
+    assert_eq!(images_of(&arm), images_of(&amd));
+    assert_eq!(arm.node_selector.unwrap()["kubernetes.io/arch"], "arm64");
+    assert_eq!(amd.node_selector.unwrap()["kubernetes.io/arch"], "amd64");
     drop(c);
 
-    // the operator provides an arm64 image: the pool installs with it
+    // the operator provides an image for arm64 alone: that pool's installer switches to it
     let overwrite = "images:\n- name: runtime-kata-node-labeler\n  ref: registry.local/runtime-kata:v0.1.0-arm64\n  architectures: [arm64]\n";
     let with_arm = Images::from_sources("v0.1.0", Some(("overwrite", overwrite))).unwrap();
     let _c = start_controller_with_images(client.clone(), &ns, Requirements::default(), with_arm, |_| {}).await;
     annotate(&client, &ns, "kata-arm", "reconcile", None).await;
+    // ready again only once the reconcile that the annotation asked for has succeeded
     wait_ready(&client, &ns, "kata-arm").await;
     let (_, _, data) = mr_data(&client, &ns, &installation("arm")).await;
-    let images: Vec<String> = daemon_set(&data)
-        .spec
-        .unwrap()
-        .template
-        .spec
-        .unwrap()
-        .containers
-        .iter()
-        .filter_map(|c| c.image.clone())
-        .collect();
     assert_eq!(
-        images,
+        images_of(&installer_pod(&data)),
         [
             "quay.io/kata-containers/kata-deploy:4.1.0",
             "registry.local/runtime-kata:v0.1.0-arm64"

@@ -82,7 +82,12 @@ impl ImageVector {
             what: what.into(),
             message: e.to_string(),
         })?;
-        for (index, source) in file.images.iter().enumerate() {
+        Self::new(what, file.images)
+    }
+
+    /// Validates entries built in code, with the same rules as a file; `what` names them in errors.
+    pub fn new(what: &str, images: Vec<ImageSource>) -> Result<Self, ImageVectorError> {
+        for (index, source) in images.iter().enumerate() {
             validate(source).map_err(|(field, message)| ImageVectorError::Invalid {
                 what: what.into(),
                 index,
@@ -90,7 +95,7 @@ impl ImageVector {
                 message,
             })?;
         }
-        Ok(Self(file.images))
+        Ok(Self(images))
     }
 
     /// Gardener's `MergeImageVectors(self, overwrite)`.

@@ -24,6 +24,8 @@ pub const HEALTH_PORT: i32 = 8090;
 /// The node labeler's `/healthz` and `/readyz`.
 pub const LABELER_HEALTH_PORT: i32 = 8091;
 const ARCHES: [&str; 2] = ["X86_64", "AARCH64"];
+/// The kubelet's well-known label of the node's CPU architecture.
+pub const ARCH_LABEL: &str = "kubernetes.io/arch";
 
 /// The images the installer runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,9 +329,11 @@ pub fn daemon_set(pool: &PoolInput, images: &InstallerImages) -> DaemonSet {
                     priority_class_name: Some("system-node-critical".into()),
                     // kata-deploy cleans the node on SIGTERM; give it the time upstream gives it
                     termination_grace_period_seconds: Some(600),
+                    // the images were chosen for the pool's architecture: never run them elsewhere
                     node_selector: Some(BTreeMap::from([
                         (crate::api::POOL_LABEL.into(), pool.name.clone()),
                         (KATA_NODE_LABEL.into(), "true".into()),
+                        (ARCH_LABEL.into(), pool.architecture.clone()),
                     ])),
                     // every node of the pool needs kata, whatever its taints
                     tolerations: Some(vec![Toleration {
@@ -400,5 +404,20 @@ mod tests {
                 .as_ref()
                 .is_none_or(|a| !a.contains_key(DELETE_ON_INVALID_UPDATE))
         );
+    }
+
+    /// Each pool's installer runs only on nodes of the architecture its images were chosen for.
+    #[test]
+    fn the_installer_selects_the_pools_architecture() {
+        let images = InstallerImages {
+            kata_deploy: "a:1".into(),
+            node_labeler: "b:1".into(),
+        };
+        for arch in ["amd64", "arm64"] {
+            let ds = daemon_set(&pool(serde_json::json!({"hypervisors": ["qemu"]}), arch), &images);
+            let selector = ds.spec.unwrap().template.spec.unwrap().node_selector.unwrap();
+            assert_eq!(selector[ARCH_LABEL], arch);
+            assert_eq!(selector[crate::api::POOL_LABEL], "a");
+        }
     }
 }

@@ -121,6 +121,63 @@ pub fn plan<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Cluster;
+    use crate::kata::imagevector::Images;
+    use crate::kata::installer::ARCH_LABEL;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+
+    /// The example Cluster (pools `vm` and `fc`) with pool `vm` on arm64.
+    fn cluster_with_arm64_pool() -> DecodedCluster {
+        let mut cluster: serde_json::Value =
+            serde_saphyr::from_str(include_str!("../../example/local/cluster.yaml")).unwrap();
+        cluster["spec"]["shoot"]["spec"]["provider"]["workers"][0]["machine"]["architecture"] = "arm64".into();
+        let cluster: Cluster = serde_json::from_value(cluster).unwrap();
+        DecodedCluster::decode(&cluster).unwrap()
+    }
+
+    fn installer(plan: &Plan) -> DaemonSet {
+        let (_, yaml) = plan
+            .installation
+            .iter()
+            .find(|(k, _)| k.starts_with("daemonset__"))
+            .expect("a DaemonSet");
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    /// With the embedded image vector alone, an arm64 pool installs (no configuration problem):
+    /// the same multi-arch images as an amd64 pool, on the pool's arm64 nodes only.
+    #[test]
+    fn an_arm64_pool_installs_with_the_multi_arch_images() {
+        let cluster = cluster_with_arm64_pool();
+        let images = ImageSource::from(Images::from_sources("v0.1.0", None).unwrap());
+        let requirements = Requirements::default();
+        let plan_for = |pool: &str| {
+            let cr = ContainerRuntime::for_pool("kata", pool, None);
+            installer(
+                &plan(&cr, std::iter::empty(), &cluster, &images, &requirements)
+                    .unwrap_or_else(|e| panic!("{pool}: {e:?}")),
+            )
+        };
+        let (arm, amd) = (plan_for("vm"), plan_for("fc"));
+        let pod = |ds: &DaemonSet| ds.spec.clone().unwrap().template.spec.unwrap();
+        let images_of = |ds: &DaemonSet| {
+            pod(ds)
+                .containers
+                .iter()
+                .map(|c| c.image.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            images_of(&arm),
+            [
+                "quay.io/kata-containers/kata-deploy:4.1.0",
+                "registry.invalid/gardener/extensions/runtime-kata:v0.1.0"
+            ]
+        );
+        assert_eq!(images_of(&arm), images_of(&amd), "one manifest list per image");
+        assert_eq!(pod(&arm).node_selector.unwrap()[ARCH_LABEL], "arm64");
+        assert_eq!(pod(&amd).node_selector.unwrap()[ARCH_LABEL], "amd64");
+    }
 
     #[test]
     fn pool_names_must_be_usable_in_object_names() {
