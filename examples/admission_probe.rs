@@ -13,13 +13,15 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "probe/attack.rs"]
 mod attack;
+#[path = "probe/hostile.rs"]
+mod hostile;
 #[path = "probe/tls.rs"]
 mod tls;
+use hostile::{Args, Bounds, Outcome, mib, percentile};
 use tls::Tls;
 
 const RUNTIME_NS: &str = "garden-admission-probe";
@@ -66,21 +68,10 @@ fn answered(uid: usize, answer: Option<(u16, Vec<u8>)>) -> bool {
     })
 }
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/release/gardener-extension-runtime-kata"
-    );
+    let args = Args::parse();
     let env = TestEnv::start().await.expect("control plane");
     let client = env.client().await;
     let ns = Namespace {
@@ -96,7 +87,7 @@ async fn main() {
         .unwrap();
     let port = free_port().unwrap();
     let kubeconfig = env.kubeconfig_path().display().to_string();
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&args.bin)
         .arg("admission")
         .arg(format!("--kubeconfig={kubeconfig}"))
         .arg(format!("--garden-kubeconfig={kubeconfig}"))
@@ -108,7 +99,7 @@ async fn main() {
         .env_remove("KUBECONFIG")
         .stderr(Stdio::null())
         .spawn()
-        .expect("the release binary (cargo build --release)");
+        .expect("the extension binary (cargo build --release, or --bin)");
     let pid = child.id();
     let secret = format!("{}-webhook-certs", gardener_extension_runtime_kata::admission::NAME);
     let tls = Arc::new(Tls::new(&tls::wait_for_ca(&client, RUNTIME_NS, &secret).await, port));
@@ -148,41 +139,11 @@ async fn main() {
 
     // 2. 1000 concurrent small reviews
     let small = Arc::new(review(2, 4 << 10, "CREATE"));
-    let t0 = Instant::now();
-    let answers = futures::future::join_all((0..1000).map(|_| {
-        let (tls, body) = (tls.clone(), small.clone());
-        async move { tls.request("POST", PATH, &body).await }
-    }))
-    .await;
-    let thousand_wall = t0.elapsed();
-    let thousand_ok = answers.into_iter().filter(|a| answered(2, a.clone())).count();
-    for _ in 0..thousand_ok {
-        check(true);
-    }
-    for _ in thousand_ok..1000 {
-        check(false);
-    }
+    let (thousand_ok, thousand_wall) = hostile::concurrent(&tls, PATH, small.clone(), 1000, answered_2).await;
 
     // 3. 600 clients from a pod's address trickle a byte of a TLS record every 200 ms
     //    (reconnecting when cut off) while valid reviews are sent one after the other
-    let stop = Arc::new(AtomicBool::new(false));
-    let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let tricklers = attack::tricklers(600, to, stop.clone(), Arc::new(AtomicUsize::new(0)));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let fds_under_attack = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
-    let mut latencies = Vec::new();
-    for _ in 0..200 {
-        let t = Instant::now();
-        let a = tls.request("POST", PATH, &small).await;
-        latencies.push(t.elapsed());
-        check(answered(2, a));
-    }
-    let attack_rss = status_kib(pid, "VmRSS:");
-    stop.store(true, Ordering::Relaxed);
-    for t in tricklers {
-        let _ = t.await;
-    }
-    latencies.sort();
+    let attack = hostile::under_attack(&tls, pid, PATH, &small, (600, 200), answered_2).await;
     let peak = status_kib(pid, "VmHWM:");
     let alive = child.try_wait().unwrap().is_none();
     let _ = child.kill();
@@ -208,13 +169,42 @@ async fn main() {
         thousand_wall.as_secs_f64()
     );
     println!(
-        "| 200 valid reviews while 600 trickling clients fight over 512 slots | p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {fds_under_attack} open fds, RSS {:.1} MiB |",
-        percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
-        mib(attack_rss)
+        "| {} valid reviews while 600 trickling clients fight over 512 slots | {} answered; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} open fds, RSS {:.1} MiB |",
+        attack.latencies.len(),
+        attack.answered,
+        percentile(&attack.latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&attack.latencies, 0.99).as_secs_f64() * 1000.0,
+        attack.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        attack.fds,
+        mib(attack.rss_kib)
     );
     println!("| probe cases answered as expected | {as_expected} of {cases} |");
     println!("| peak RSS over the whole probe | {:.1} MiB |", mib(peak));
     println!("| process alive at the end | {alive} |");
+    BOUNDS.enforce(
+        &args,
+        &Outcome {
+            cases,
+            as_expected,
+            idle_rss_kib: idle,
+            peak_rss_kib: peak,
+            burst: (thousand_ok, 1000),
+            attack,
+            alive,
+        },
+    );
+}
+
+/// The goals for the server under this probe (peak RSS under 64 MiB, answers well within the
+/// webhook timeout), as `--check` asserts them for the release and the debug binary alike.
+const BOUNDS: Bounds = Bounds {
+    peak_growth_mib: 46.0,
+    fds: 2 * 512 + 64,
+    p99: Duration::from_secs(2),
+    burst_answered: 0.5,
+};
+
+/// Answered as an AdmissionReview for the small review (uid 2).
+fn answered_2(code: u16, body: &[u8]) -> bool {
+    answered(2, Some((code, body.to_vec())))
 }

@@ -2,9 +2,11 @@
 //! HTTPS on loopback, with its resident memory measured from outside (`/proc/<pid>/status`).
 //!
 //! Phases: large OSC reviews (3.4 MiB each, four at a time) while `/healthz` is polled; malformed
-//! and oversized bodies; a crowd of idle TLS connections. Every case has an expected answer; the
-//! probe counts the cases answered as expected and prints a Markdown table for
-//! docs/benchmarks.md.
+//! and oversized bodies; a crowd of idle TLS connections; 1000 concurrent small reviews; valid
+//! reviews while 600 trickling clients fight over the 512 connection slots. Every case has an
+//! expected answer; the probe counts the cases answered as expected and prints a Markdown table
+//! for docs/benchmarks.md. `--check` (CI, with `--bin` the debug binary) exits 1 when a case or
+//! a bound (peak RSS, open fds, p99 under attack) fails.
 
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
 use gardener_extension_runtime_kata::testenv::{TestEnv, free_port, status_kib};
@@ -15,8 +17,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "probe/attack.rs"]
+mod attack;
+#[path = "probe/hostile.rs"]
+mod hostile;
 #[path = "probe/tls.rs"]
 mod tls;
+use hostile::{Args, Bounds, Outcome, percentile};
 use tls::Tls;
 
 const NS: &str = "shoot--probe--memory";
@@ -56,10 +63,7 @@ fn allowed_with_patch(body: &[u8]) -> bool {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/release/gardener-extension-runtime-kata"
-    );
+    let args = Args::parse();
     let env = TestEnv::start().await.expect("control plane");
     let client = env.client().await;
     for (name, shoot) in [(NS, true), (EXT_NS, false)] {
@@ -96,7 +100,7 @@ async fn main() {
         .unwrap();
 
     let (port, health) = (free_port().unwrap(), free_port().unwrap());
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&args.bin)
         .arg(format!("--kubeconfig={}", env.kubeconfig_path().display()))
         .args([
             "--leader-election=false",
@@ -114,7 +118,7 @@ async fn main() {
         .env_remove("KUBECONFIG")
         .stderr(Stdio::null())
         .spawn()
-        .expect("the release binary (cargo build --release)");
+        .expect("the extension binary (cargo build --release, or --bin)");
     let pid = child.id();
     let tls = Arc::new(Tls::new(
         &tls::wait_for_ca(&client, EXT_NS, "gardener-extension-runtime-kata-webhook-certs").await,
@@ -208,6 +212,13 @@ async fn main() {
             .is_some_and(|(c, b)| c == 200 && allowed_with_patch(&b)),
     );
     drop(crowd);
+
+    // 4. 1000 concurrent small reviews
+    let (thousand_ok, thousand_wall) = hostile::concurrent(&tls, PATH, Arc::new(small.clone()), 1000, patched).await;
+
+    // 5. 600 clients from a pod's address trickle a byte of a TLS record every 200 ms
+    //    (reconnecting when cut off) while valid reviews are sent one after the other
+    let attack = hostile::under_attack(&tls, pid, PATH, &small, (600, 200), patched).await;
     let peak = status_kib(pid, "VmHWM:");
     let alive = child.try_wait().unwrap().is_none();
     let _ = child.kill();
@@ -230,7 +241,47 @@ async fn main() {
         "| RSS with 300 idle TLS connections | {:.1} MiB |",
         crowd_kib as f64 / 1024.0
     );
+    println!(
+        "| 1000 concurrent small reviews | {thousand_ok} answered in {:.1} s |",
+        thousand_wall.as_secs_f64()
+    );
+    println!(
+        "| {} valid reviews while 600 trickling clients fight over 512 slots | {} answered; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} open fds, RSS {:.1} MiB |",
+        attack.latencies.len(),
+        attack.answered,
+        percentile(&attack.latencies, 0.5).as_secs_f64() * 1000.0,
+        percentile(&attack.latencies, 0.99).as_secs_f64() * 1000.0,
+        attack.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        attack.fds,
+        hostile::mib(attack.rss_kib)
+    );
     println!("| probe cases answered as expected | {survived} of {cases} |");
     println!("| peak RSS over the whole probe | {:.1} MiB |", peak as f64 / 1024.0);
     println!("| process alive at the end | {alive} |");
+    BOUNDS.enforce(
+        &args,
+        &Outcome {
+            cases,
+            as_expected: survived,
+            idle_rss_kib: idle_kib,
+            peak_rss_kib: peak,
+            burst: (thousand_ok, 1000),
+            attack,
+            alive,
+        },
+    );
+}
+
+/// The goals for the server under this probe (peak RSS under 64 MiB, answers well within the
+/// webhook timeout), as `--check` asserts them for the release and the debug binary alike.
+const BOUNDS: Bounds = Bounds {
+    peak_growth_mib: 46.0,
+    fds: 2 * 512 + 64,
+    p99: Duration::from_secs(2),
+    burst_answered: 0.5,
+};
+
+/// Allowed with a JSON patch (a kata-fc OSC).
+fn patched(code: u16, body: &[u8]) -> bool {
+    code == 200 && allowed_with_patch(body)
 }

@@ -48,6 +48,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 owner,
                 resync: Duration::from_secs(n.resync_seconds),
                 check_every: Duration::from_secs(n.check_seconds.max(1)),
+                fc_data_size: n.fc_data_size,
                 roots: node_labeler::capability::Roots {
                     sys: n.sysfs_root,
                     proc: n.procfs_root,
@@ -59,7 +60,20 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per core),
+/// and keeps what each arena once held: bursts of reviews on the async workers and the blocking
+/// threads leave memory resident in many arenas. Two arenas bound that at a small cost in
+/// allocation contention, which this process (I/O-bound, 2 decoding threads) does not feel.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread is started
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     logging::init(cli.run.log_level, cli.run.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -33,17 +33,23 @@ impl Tls {
         self.connector.connect(name, tcp).await
     }
 
-    /// One HTTP/1.1 request on a fresh connection: (status, body).
+    /// One HTTP/1.1 request on a fresh connection: (status, body). The answer is read while the
+    /// body is still being written: a server refuses an oversized body before reading it.
     pub async fn request(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-        let mut s = self.connect().await.ok()?;
+        let s = self.connect().await.ok()?;
+        let (mut r, mut w) = tokio::io::split(s);
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        s.write_all(head.as_bytes()).await.ok()?;
-        s.write_all(body).await.ok()?;
+        let write = async {
+            // a refused body ends in a closed connection: the answer is what counts
+            let _ = w.write_all(head.as_bytes()).await;
+            let _ = w.write_all(body).await;
+        };
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out)).await;
+        let read = tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut out));
+        let (_, _) = tokio::join!(write, read);
         let text = String::from_utf8_lossy(&out);
         let code = text.split_whitespace().nth(1)?.parse().ok()?;
         let body = out

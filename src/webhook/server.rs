@@ -23,6 +23,12 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * APISERVER_MAX_OBJECT_BYTES + (1 <<
 pub const BODY_BUDGET_BYTES: usize = 2 * DEFAULT_MAX_BODY_BYTES;
 const BUDGET_GRANULE: usize = 64 << 10;
 
+/// Requests handled at once (reading the body, deciding, answering); more wait for a turn within
+/// their deadline. Each costs a few times its body while decoded and answered, so a crowd of
+/// concurrent connections cannot multiply that; at about a millisecond per ordinary review this is
+/// far above what an apiserver sends.
+pub const MAX_IN_FLIGHT: usize = 32;
+
 /// Bodies from this size on are decoded off the async workers, and their memory is handed back to
 /// the operating system afterwards.
 pub const LARGE_BODY: usize = 256 << 10;
@@ -61,21 +67,36 @@ pub async fn release_memory() {
 }
 
 /// What every route of a webhook server gets, so a new endpoint cannot miss one: the body limit,
-/// the shared body budget, and the request deadline (outermost, so waiting for the budget counts).
+/// the shared body budget, a bound on requests handled at once, and the request deadline
+/// (outermost, so waiting for a turn or for the budget counts).
 pub fn protected(router: Router, max_body_bytes: usize, limits: &super::limits::ConnectionLimits) -> Router {
     let budget = Arc::new(tokio::sync::Semaphore::new(
         BODY_BUDGET_BYTES.max(max_body_bytes).div_ceil(BUDGET_GRANULE),
     ));
+    let turns = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             (budget, max_body_bytes),
             body_budget,
         ))
+        .layer(axum::middleware::from_fn_with_state(turns, one_of_the_in_flight))
         .layer(axum::middleware::from_fn_with_state(
             limits.request_deadline,
             super::limits::within_deadline,
         ))
+}
+
+/// Waits for one of the [`MAX_IN_FLIGHT`] turns and holds it until the response is ready.
+async fn one_of_the_in_flight(
+    axum::extract::State(turns): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Ok(_turn) = turns.acquire().await else {
+        return axum::response::IntoResponse::into_response(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    };
+    next.run(request).await
 }
 
 /// Holds a share of the body budget, by the announced length (the limit when none is announced),
