@@ -50,6 +50,10 @@ pub struct NodeLabelerArgs {
     /// The pool registers debug handlers (`kata-<shim>-debug`) too.
     #[arg(long)]
     pub debug: bool,
+    /// The pool's `devmapper.dataSize` in bytes (pools with fc): a thin-pool that the node's file
+    /// system could not make this large is reported in the node condition.
+    #[arg(long)]
+    pub fc_data_size: Option<u64>,
     /// The node to label.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,

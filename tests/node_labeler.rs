@@ -267,6 +267,8 @@ async fn labels_condition_and_readiness_follow_what_the_node_can_run() {
         .args([
             "node-labeler",
             "--shims=clh,fc",
+            // devmapper.dataSize: 20 GiB
+            "--fc-data-size=21474836480",
             &format!("--health-bind-address=127.0.0.1:{port}"),
         ])
         .args(host.args())
@@ -318,13 +320,26 @@ async fn labels_condition_and_readiness_follow_what_the_node_can_run() {
     );
     assert_eq!(readyz(port), Some(200), "clh can run: ready");
 
-    // the setup unit created the pool
+    // the setup unit created the pool, with 8 GiB: the file system could not hold 20
+    host.write("sys/block/dm-2/size", &format!("{}\n", (8u64 << 30) / 512));
     host.write("sys/block/dm-2/dm/name", "devpool\n");
-    let (status, reason, _) = wait(Box::new(|l, c| {
+    let (status, reason, message) = wait(Box::new(|l, c| {
         l.contains_key(CLH) && l.contains_key(FC) && c.as_ref().is_some_and(|c| c.0 == "True")
     }))
     .await;
-    assert_eq!((status.as_str(), reason.as_str()), ("True", "AllShimsRunnable"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "DevmapperPoolSmallerThanConfigured"),
+        "fc runs, on a smaller pool"
+    );
+    assert!(
+        message.contains("devpool has 8.0 GiB of the 20.0 GiB configured (devmapper.dataSize)"),
+        "{message}"
+    );
+    // the disk was enlarged and the pool grew at the next boot
+    host.write("sys/block/dm-2/size", &format!("{}\n", (20u64 << 30) / 512));
+    let (status, _, _) = wait(Box::new(|_, c| c.as_ref().is_some_and(|c| c.1 == "AllShimsRunnable"))).await;
+    assert_eq!(status, "True");
 
     // KVM gone (module unloaded): nothing may be advertised any more
     host.kvm(false);

@@ -19,9 +19,10 @@
 
 use gardener_extension_runtime_kata::api::POOL_LABEL;
 use gardener_extension_runtime_kata::api::cluster::{Cluster, ClusterSpec};
-use gardener_extension_runtime_kata::api::kata_config::{API_VERSION, DEFAULT_HYPERVISORS, KIND};
+use gardener_extension_runtime_kata::api::kata_config::{API_VERSION, DEFAULT_HYPERVISORS, KIND, Shim};
 use gardener_extension_runtime_kata::api::osc::OperatingSystemConfig;
 use gardener_extension_runtime_kata::node::devmapper::SCRIPT_PATH;
+use gardener_extension_runtime_kata::node_labeler::capability::{HostFacts, Verdict};
 use gardener_extension_runtime_kata::webhook::mutate::{self, MutationSettings};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -811,6 +812,26 @@ macro_rules! node_tests {
                 assert!(size >= GI / 4 && size % MI == 0, "{size}");
                 assert_eq!(p.pool_sectors("pool_table-fixed") * 512, size);
                 assert!(journal.contains("does not fit"), "{journal}");
+                // the node labeler's verdict from what this kernel's sysfs shows of the pool: fc
+                // runs, and the node condition names the smaller size against the configured one
+                let sysfs_bytes = p.num("pool_sysfs_sectors-fixed") * 512;
+                assert_eq!(sysfs_bytes, size, "sysfs shows the pool's data size");
+                let facts = HostFacts {
+                    kvm: true,
+                    dm_devices: vec!["devpool".into()],
+                    devpool_bytes: Some(sysfs_bytes),
+                    ..Default::default()
+                };
+                let verdict = Verdict::of(&facts, &[Shim::Fc], Some(100 * GI));
+                assert!(verdict.all_runnable());
+                assert_eq!(verdict.reason(), "DevmapperPoolSmallerThanConfigured");
+                assert!(
+                    verdict
+                        .message()
+                        .contains("of the 100.0 GiB configured (devmapper.dataSize)"),
+                    "{}",
+                    verdict.message()
+                );
                 // the node keeps about a fifth of its disk free (less what the guest wrote since)
                 assert!(
                     p.num("fs_avail-fixed") * 100 >= p.num("fs_size-fixed") * 15,

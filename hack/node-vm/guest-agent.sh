@@ -50,6 +50,8 @@ record_state() { # SUFFIX
   fact "unit_exit_mono$s" "$(systemctl show -P ExecMainExitTimestampMonotonic kata-devmapper.service)"
   dmsetup status devpool >"$out/dmsetup-status$s" 2>&1
   fact "pool_table$s" "$(dmsetup table devpool 2>/dev/null)"
+  # the pool as the node labeler reads it: the size (512-byte sectors) of the dm device named devpool
+  fact "pool_sysfs_sectors$s" "$(for d in /sys/block/dm-*; do [ "$(cat "$d/dm/name" 2>/dev/null)" = devpool ] && cat "$d/size"; done)"
   fact "files$s" "$(cd /var/lib/kata-devmapper 2>/dev/null && for f in *; do [ -e "$f" ] && stat -c '%n:%i:%s:%b' "$f"; done | tr '\n' ' ')"
   df -B1 --output=size,avail /var/lib | tail -n 1 | { read -r size avail; fact "fs_size$s" "$size"; fact "fs_avail$s" "$avail"; }
   local dropin=/etc/containerd/conf.d/kata-devmapper.toml state=absent

@@ -100,6 +100,10 @@ pub fn labeler_args(pool: &PoolInput) -> Vec<String> {
     if pool.config.debug {
         args.push("--debug".into());
     }
+    if pool.config.hypervisors.contains(&Shim::Fc) {
+        // a thin-pool the node could not make this large is reported on the node
+        args.push(format!("--fc-data-size={}", pool.config.devmapper.data_size));
+    }
     // on SIGTERM the labels stay while this DaemonSet still selects the node (rollout)
     args.push(format!("--daemonset={}", daemonset(&pool.name)));
     args.push(format!("--health-bind-address=:{LABELER_HEALTH_PORT}"));
@@ -407,6 +411,25 @@ mod tests {
     }
 
     /// Each pool's installer runs only on nodes of the architecture its images were chosen for.
+    /// The node labeler knows the thin-pool size a pool with fc asked for; other pools pass none.
+    #[test]
+    fn the_labeler_gets_the_configured_thin_pool_size_of_a_pool_with_fc() {
+        use crate::api::kata_config::KataConfiguration;
+        let mut pool = PoolInput {
+            name: "p".into(),
+            config: KataConfiguration {
+                hypervisors: vec![Shim::Qemu],
+                ..Default::default()
+            },
+            taints: vec![],
+            architecture: "amd64".into(),
+        };
+        assert!(!labeler_args(&pool).iter().any(|a| a.starts_with("--fc-data-size")));
+        pool.config.hypervisors.push(Shim::Fc);
+        pool.config.devmapper.data_size = 20 << 30;
+        assert!(labeler_args(&pool).contains(&"--fc-data-size=21474836480".to_string()));
+    }
+
     #[test]
     fn the_installer_selects_the_pools_architecture() {
         let images = InstallerImages {

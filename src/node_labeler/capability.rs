@@ -62,6 +62,9 @@ pub struct HostFacts {
     pub vhost_vsock: bool,
     /// Names of the active device-mapper devices.
     pub dm_devices: Vec<String>,
+    /// The data size of the active thin-pool `devpool` in bytes: the size of its device, as the
+    /// pool's table spans its whole data device.
+    pub devpool_bytes: Option<u64>,
 }
 
 /// Where the host's sysfs and procfs are mounted (`/sys`, `/proc`; fake trees in tests).
@@ -98,30 +101,53 @@ fn cpu_virtualization(cpuinfo: &str) -> Option<bool> {
     saw_flags.then_some(false)
 }
 
-fn dm_devices(sys: &Path) -> Vec<String> {
+/// The active device-mapper devices: (name, size in bytes when readable).
+fn dm_devices(sys: &Path) -> Vec<(String, Option<u64>)> {
     let Ok(entries) = std::fs::read_dir(sys.join("block")) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = entries
+    let mut devices: Vec<(String, Option<u64>)> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("dm-"))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("dm/name")).ok())
-        .map(|n| n.trim().to_string())
+        .filter_map(|e| {
+            let name = std::fs::read_to_string(e.path().join("dm/name")).ok()?;
+            // sysfs gives block device sizes in 512-byte sectors
+            let sectors = std::fs::read_to_string(e.path().join("size"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            Some((name.trim().to_string(), sectors.map(|s| s.saturating_mul(512))))
+        })
         .collect();
-    names.sort();
-    names
+    devices.sort();
+    devices
+}
+
+/// A thin-pool this much smaller than configured counts as smaller (the data file is whole
+/// 64 KiB blocks; anything beyond rounding is the script giving up space it did not have).
+const POOL_SIZE_TOLERANCE: u64 = 1 << 20;
+
+/// Bytes for a person: GiB with one decimal from 1 GiB on, else MiB.
+fn human(bytes: u64) -> String {
+    const GI: f64 = (1u64 << 30) as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / GI)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
 }
 
 impl HostFacts {
     pub fn read(roots: &Roots) -> Self {
         let exists = |p: &str| roots.sys.join(p).exists();
+        let devices = dm_devices(&roots.sys);
         Self {
             cpu_virtualization: std::fs::read_to_string(roots.proc.join("cpuinfo"))
                 .ok()
                 .and_then(|c| cpu_virtualization(&c)),
             kvm: exists("class/misc/kvm"),
             vhost_vsock: exists("class/misc/vhost-vsock") || exists("module/vhost_vsock"),
-            dm_devices: dm_devices(&roots.sys),
+            devpool_bytes: devices.iter().find(|(n, _)| n == POOL_NAME).and_then(|(_, b)| *b),
+            dm_devices: devices.into_iter().map(|(n, _)| n).collect(),
         }
     }
 
@@ -149,6 +175,36 @@ impl HostFacts {
             Vec::new()
         }
     }
+
+    /// The active thin-pool's size and the configured one, when the pool is smaller: the setup
+    /// script keeps (or makes) a smaller pool rather than fill the node's file system.
+    pub fn pool_shortfall(&self, configured: Option<u64>) -> Option<PoolShortfall> {
+        let (have, configured) = (self.devpool_bytes?, configured?);
+        (have.saturating_add(POOL_SIZE_TOLERANCE) < configured).then_some(PoolShortfall { have, configured })
+    }
+}
+
+/// The active thin-pool is smaller than the pool's `devmapper.dataSize`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShortfall {
+    pub have: u64,
+    pub configured: u64,
+}
+
+impl PoolShortfall {
+    pub const REASON: &'static str = "DevmapperPoolSmallerThanConfigured";
+}
+
+impl fmt::Display for PoolShortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the devmapper thin-pool devpool has {} of the {} configured (devmapper.dataSize): the node's file system \
+             cannot hold more, kata-fc runs with the smaller pool; see 'journalctl -u kata-devmapper' on the node",
+            human(self.have),
+            human(self.configured)
+        )
+    }
 }
 
 /// The verdict for a pool's shims on this node.
@@ -157,10 +213,13 @@ pub struct Verdict {
     pub runnable: Vec<Shim>,
     pub blocked: Vec<(Shim, Missing)>,
     pub notes: Vec<String>,
+    /// fc can run, on a thin-pool smaller than configured.
+    pub pool_shortfall: Option<PoolShortfall>,
 }
 
 impl Verdict {
-    pub fn of(facts: &HostFacts, shims: &[Shim]) -> Self {
+    /// `fc_data_size`: the pool's `devmapper.dataSize`, when it has fc.
+    pub fn of(facts: &HostFacts, shims: &[Shim], fc_data_size: Option<u64>) -> Self {
         let mut runnable = Vec::new();
         let mut blocked = Vec::new();
         for &shim in shims {
@@ -169,10 +228,15 @@ impl Verdict {
                 Err(m) => blocked.push((shim, m)),
             }
         }
+        let pool_shortfall = runnable
+            .contains(&Shim::Fc)
+            .then(|| facts.pool_shortfall(fc_data_size))
+            .flatten();
         Self {
             runnable,
             blocked,
             notes: facts.notes(shims),
+            pool_shortfall,
         }
     }
 
@@ -181,13 +245,14 @@ impl Verdict {
         self.blocked.is_empty()
     }
 
-    /// The node condition's reason: the most basic thing missing, or success.
+    /// The node condition's reason: the most basic thing missing, else a thin-pool smaller than
+    /// configured, else success.
     pub fn reason(&self) -> &'static str {
-        self.blocked
-            .iter()
-            .map(|(_, m)| *m)
-            .min()
-            .map_or("AllShimsRunnable", Missing::reason)
+        match self.blocked.iter().map(|(_, m)| *m).min() {
+            Some(missing) => missing.reason(),
+            None if self.pool_shortfall.is_some() => PoolShortfall::REASON,
+            None => "AllShimsRunnable",
+        }
     }
 
     /// One line for a person: what runs, what does not and why.
@@ -204,6 +269,7 @@ impl Verdict {
             let shims = names(&mut self.blocked.iter().filter(|(_, x)| *x == m).map(|(s, _)| *s));
             parts.push(format!("cannot run {shims}: {m}"));
         }
+        parts.extend(self.pool_shortfall.iter().map(|p| p.to_string()));
         parts.extend(self.notes.iter().cloned());
         parts.join("; ")
     }
@@ -260,7 +326,7 @@ mod tests {
     fn a_node_without_nested_virtualization_runs_no_shim() {
         let t = Tree::new("novirt");
         t.file("proc/cpuinfo", NO_VIRT);
-        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu, Shim::Clh]);
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu, Shim::Clh], None);
         assert!(v.runnable.is_empty());
         assert_eq!(v.reason(), "VirtualizationUnsupported");
         assert!(
@@ -275,7 +341,7 @@ mod tests {
     fn virtualization_without_the_kvm_device_is_reported_as_kvm_unavailable() {
         let t = Tree::new("nokvm");
         t.file("proc/cpuinfo", INTEL);
-        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Dragonball]);
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Dragonball], None);
         assert_eq!(v.blocked, vec![(Shim::Dragonball, Missing::KvmUnavailable)]);
         assert_eq!(v.reason(), "KVMUnavailable");
         // arm64: no flags to look at, so a missing KVM device is the reason
@@ -301,30 +367,74 @@ mod tests {
             Shim::Dragonball,
             Shim::Fc,
         ];
-        let v = Verdict::of(&HostFacts::read(&t.roots()), &all);
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &all, None);
         assert_eq!(v.runnable, all[..5].to_vec());
         assert_eq!(v.blocked, vec![(Shim::Fc, Missing::DevmapperPoolMissing)]);
         assert_eq!(v.reason(), "DevmapperPoolMissing");
         assert!(!v.all_runnable());
 
         t.file("sys/block/dm-3/dm/name", "devpool\n");
-        let v = Verdict::of(&HostFacts::read(&t.roots()), &all);
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &all, None);
         assert!(v.all_runnable(), "{v:?}");
         assert_eq!(v.reason(), "AllShimsRunnable");
+    }
+
+    /// The setup script keeps (or makes) a pool smaller than `devmapper.dataSize` when the file
+    /// system cannot hold it: fc still runs, and the condition says so with both sizes.
+    #[test]
+    fn a_thin_pool_smaller_than_configured_is_reported_with_both_sizes() {
+        const GI: u64 = 1 << 30;
+        let t = Tree::new("poolsize");
+        t.file("proc/cpuinfo", INTEL)
+            .dir("sys/class/misc/kvm")
+            .dir("sys/class/misc/vhost-vsock")
+            .file("sys/block/dm-3/dm/name", "devpool\n")
+            // 8 GiB in 512-byte sectors
+            .file("sys/block/dm-3/size", &format!("{}\n", 8 * GI / 512));
+        let facts = HostFacts::read(&t.roots());
+        assert_eq!(facts.devpool_bytes, Some(8 * GI));
+        let v = Verdict::of(&facts, &[Shim::Fc, Shim::Qemu], Some(20 * GI));
+        assert!(v.all_runnable(), "fc still runs: {v:?}");
+        assert_eq!(v.reason(), "DevmapperPoolSmallerThanConfigured");
+        assert_eq!(
+            v.message(),
+            "can run: fc, qemu; the devmapper thin-pool devpool has 8.0 GiB of the 20.0 GiB configured \
+             (devmapper.dataSize): the node's file system cannot hold more, kata-fc runs with the smaller pool; \
+             see 'journalctl -u kata-devmapper' on the node"
+        );
+        // the configured size (within block rounding), no size configured, a pool without fc
+        for (shims, configured) in [
+            (&[Shim::Fc][..], Some(8 * GI + 65536)),
+            (&[Shim::Fc][..], None),
+            (&[Shim::Qemu][..], Some(20 * GI)),
+        ] {
+            let v = Verdict::of(&facts, shims, configured);
+            assert_eq!(v.reason(), "AllShimsRunnable", "{shims:?} {configured:?}");
+            assert_eq!(v.pool_shortfall, None);
+        }
+        // a missing shim is the reason before the size
+        t.file("sys/block/dm-3/dm/name", "other\n");
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Fc, Shim::Qemu], Some(20 * GI));
+        assert_eq!(v.reason(), "DevmapperPoolMissing");
+        assert_eq!(v.pool_shortfall, None);
     }
 
     #[test]
     fn a_missing_vhost_vsock_is_a_note_not_a_blocker() {
         let t = Tree::new("vsock");
         t.file("proc/cpuinfo", INTEL).dir("sys/class/misc/kvm");
-        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu]);
+        let v = Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu], None);
         assert!(v.all_runnable());
         assert!(v.message().contains("vhost_vsock is not loaded yet"), "{}", v.message());
         // clh does not use vhost-vsock
-        assert!(Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Clh]).notes.is_empty());
+        assert!(
+            Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Clh], None)
+                .notes
+                .is_empty()
+        );
         t.dir("sys/module/vhost_vsock");
         assert!(
-            Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu])
+            Verdict::of(&HostFacts::read(&t.roots()), &[Shim::Qemu], None)
                 .notes
                 .is_empty()
         );
@@ -336,7 +446,7 @@ mod tests {
             sys: "/nonexistent/sys".into(),
             proc: "/nonexistent/proc".into(),
         };
-        let v = Verdict::of(&HostFacts::read(&roots), &[Shim::Qemu]);
+        let v = Verdict::of(&HostFacts::read(&roots), &[Shim::Qemu], None);
         assert_eq!(v.blocked, vec![(Shim::Qemu, Missing::KvmUnavailable)]);
     }
 
@@ -346,6 +456,7 @@ mod tests {
             runnable: vec![Shim::Qemu],
             blocked: vec![(Shim::Fc, Missing::DevmapperPoolMissing)],
             notes: vec![],
+            pool_shortfall: None,
         };
         assert_eq!(
             v.message(),

@@ -97,6 +97,7 @@ mod tests {
                 vec![]
             },
             notes: vec![],
+            pool_shortfall: None,
         }
     }
 

@@ -117,6 +117,8 @@ pub struct LabelerConfig {
     pub resync: Duration,
     /// Re-read the node's capabilities this often (a module loaded later, the fc pool created).
     pub check_every: Duration,
+    /// The pool's `devmapper.dataSize` in bytes when it has fc: a smaller thin-pool is reported.
+    pub fc_data_size: Option<u64>,
     pub roots: Roots,
     /// `/healthz` and `/readyz`; none in tests that do not need them.
     pub health_address: Option<SocketAddr>,
@@ -158,7 +160,7 @@ pub async fn run(client: kube::Client, node: &str, cfg: LabelerConfig) -> anyhow
     let params = PatchParams::default();
     let mut last_verdict = None;
     loop {
-        let verdict = Verdict::of(&HostFacts::read(&cfg.roots), &cfg.shims);
+        let verdict = Verdict::of(&HostFacts::read(&cfg.roots), &cfg.shims, cfg.fc_data_size);
         // ready while the node can run at least one of the pool's shims
         runnable.send_replace(!verdict.runnable.is_empty());
         if last_verdict.as_ref() != Some(&verdict) {
