@@ -127,6 +127,15 @@ fn testenv_status(pid: u32, field: &str) -> u64 {
     gardener_extension_runtime_kata::testenv::status_kib(pid, field)
 }
 
+/// The goals for either server under its probe (peak RSS under 64 MiB, answers well within the
+/// webhook timeout), as `--check` asserts them for the release and the debug binary alike.
+pub const BOUNDS: Bounds = Bounds {
+    peak_growth_mib: 46.0,
+    fds: 2 * 512 + 64,
+    p99: Duration::from_secs(2),
+    burst_answered: 0.5,
+};
+
 /// The bounds a server must keep under the probe (asserted with `--check`).
 pub struct Bounds {
     /// Peak RSS over the whole probe above the idle RSS after start: the goal is a peak under
@@ -148,8 +157,8 @@ pub struct Outcome {
     pub as_expected: usize,
     pub idle_rss_kib: u64,
     pub peak_rss_kib: u64,
-    /// (answered, sent) of the concurrent burst.
-    pub burst: (usize, usize),
+    /// (answered, sent, wall time) of the concurrent burst.
+    pub burst: (usize, usize, Duration),
     pub attack: UnderAttack,
     pub alive: bool,
 }
@@ -183,7 +192,7 @@ impl Bounds {
         if p99 > self.p99 {
             broken.push(format!("p99 under attack {p99:?}, above {:?}", self.p99));
         }
-        let (answered, sent) = o.burst;
+        let (answered, sent, _) = o.burst;
         if (answered as f64) < self.burst_answered * sent as f64 {
             broken.push(format!("{answered} of {sent} concurrent reviews answered"));
         }
@@ -194,7 +203,7 @@ impl Bounds {
     }
 
     /// Prints what broke; with `--check` exits 1 if anything did.
-    pub fn enforce(mut self, args: &Args, o: &Outcome) {
+    fn enforce(mut self, args: &Args, o: &Outcome) {
         if let Some(mib) = args.max_growth_mib {
             self.peak_growth_mib = mib;
         }
@@ -206,5 +215,35 @@ impl Bounds {
         if check && !broken.is_empty() {
             std::process::exit(1);
         }
+    }
+}
+
+impl Outcome {
+    /// The last rows of a probe's table (burst, attack, totals), then the bounds: what broke is
+    /// printed, and with `--check` the probe exits 1.
+    pub fn report(&self, args: &Args) {
+        let (answered, sent, wall) = self.burst;
+        println!(
+            "| {sent} concurrent small reviews | {answered} answered in {:.1} s |",
+            wall.as_secs_f64()
+        );
+        let a = &self.attack;
+        println!(
+            "| {} valid reviews while 600 trickling clients fight over 512 slots | {} answered; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} open fds, RSS {:.1} MiB |",
+            a.latencies.len(),
+            a.answered,
+            percentile(&a.latencies, 0.5).as_secs_f64() * 1000.0,
+            percentile(&a.latencies, 0.99).as_secs_f64() * 1000.0,
+            a.latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+            a.fds,
+            mib(a.rss_kib)
+        );
+        println!(
+            "| probe cases answered as expected | {} of {} |",
+            self.as_expected, self.cases
+        );
+        println!("| peak RSS over the whole probe | {:.1} MiB |", mib(self.peak_rss_kib));
+        println!("| process alive at the end | {} |", self.alive);
+        BOUNDS.enforce(args, self);
     }
 }
