@@ -379,6 +379,7 @@ async fn the_extension_works_under_the_charts_rbac() {
         "--webhook-config-server-port=0",
         "--metrics-bind-address=127.0.0.1:0",
         "--health-bind-address=127.0.0.1:0",
+        "--health-check-sync-period-seconds=1",
     ])
     .run;
     let _ = tracing_subscriber::fmt()
@@ -391,6 +392,28 @@ async fn the_extension_works_under_the_charts_rbac() {
     // controller: create, ready, delete
     create_cr(&admin, &shoot_ns, "fc", Some(fc)).await;
     wait_ready(&admin, &shoot_ns, "kata-fc").await;
+    // health checks: the shoot access secret (named in the rules) is read and the shoot's nodes
+    // listed; without the rule the pool would say Unknown (or nothing: the watch never syncs)
+    env.grant_shoot_access(&admin, &shoot_ns).await.unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "a health report read with the shoot",
+        || async {
+            let cr = Api::<ContainerRuntime>::namespaced(admin.clone(), &shoot_ns)
+                .get("kata-fc")
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = cr
+                .status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
+            match c {
+                // nothing applies the ManagedResources here
+                Some(c) if c.status == "Progressing" && c.message.contains("not applied yet") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     // webhook: registered and mutating through the apiserver
     let webhooks: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
         Api::all(admin.clone());

@@ -1040,6 +1040,8 @@ async fn health_conditions_follow_the_resource_manager_without_reconciles_or_idl
     create_cluster(&client, &ns, shoot("local", &[pool("a", None)], false)).await;
     create_cr(&client, &ns, "a", None).await;
     wait_ready(&client, &ns, "kata-a").await;
+    // the shared apiserver stands in for the shoot (it has no nodes)
+    TestEnv::shared().grant_shoot_access(&client, &ns).await.unwrap();
     let checker = ctl.health_checker(Duration::from_secs(600));
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
     let condition_after_rounds = |want: &'static str| {
@@ -1135,6 +1137,8 @@ async fn a_hibernated_shoot_is_reported_healthy() {
         Err("DaemonSet \"kube-system/kata-deploy-a\" is unhealthy: not enough scheduled pods (0/3)"),
     )
     .await;
+    // the shared apiserver stands in for the shoot (it has no nodes)
+    TestEnv::shared().grant_shoot_access(&client, &ns).await.unwrap();
     let checker = ctl.health_checker(Duration::from_secs(600));
     let api: Api<ContainerRuntime> = Api::namespaced(client.clone(), &ns);
     // (until the cache has the resource manager's report, the pool is merely not applied yet)
@@ -1163,6 +1167,8 @@ async fn a_hibernated_shoot_is_healthy_right_after_a_reconcile() {
     let mut shoot = shoot("local", &[pool("a", None)], false);
     shoot["spec"]["hibernation"] = json!({"enabled": true});
     create_cluster(&client, &ns, shoot).await;
+    // the shared apiserver stands in for the shoot (it has no nodes)
+    TestEnv::shared().grant_shoot_access(&client, &ns).await.unwrap();
     let checker = ctl.health_checker_with(ctl.runtimes(), Duration::from_secs(60), Duration::from_secs(600));
     create_cr(&client, &ns, "a", None).await;
     wait_ready(&client, &ns, "kata-a").await;
@@ -1191,6 +1197,8 @@ async fn a_health_round_does_not_repeat_its_write_while_the_cache_lags() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (held_back, mut writer) = kube::runtime::reflector::store::<ContainerRuntime>();
     writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(ready.clone()));
+    // the shared apiserver stands in for the shoot (it has no nodes)
+    TestEnv::shared().grant_shoot_access(&client, &ns).await.unwrap();
     let checker = ctl.health_checker_over(held_back, Duration::from_secs(600));
     eventually(Duration::from_secs(10), "the first condition write", || async {
         match checker.round().await.written {

@@ -398,6 +398,8 @@ async fn gardenlet_folds_the_health_reports_into_the_shoot_condition() {
         shoot("local", &[kata_pool("a", "qemu"), kata_pool("b", "qemu")], false),
     )
     .await;
+    // the shared apiserver stands in for the shoot; its nodes are the ones this test registers
+    env.grant_shoot_access(&client, &ns).await.unwrap();
     let threshold = 10;
     let ext = Extension::start_with(
         env,
@@ -435,6 +437,43 @@ async fn gardenlet_folds_the_health_reports_into_the_shoot_condition() {
 
     // healthy again
     resource_manager_reports(&client, &ns, &installation_mr("b"), Grm::Healthy).await;
+    extension_reported(&client, &ns, &["a", "b"], "True").await;
+    shoot_condition(env, &ns, &ext, "True", "SystemComponentsRunning").await;
+
+    // a node of pool b has been unable to run fc for ten minutes (its node-labeler said so);
+    // stand-in for the kubelet and the node-labeler: the test writes the Node and its conditions
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone());
+    let node_name = format!("{ns}-b-1");
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({"metadata": {"name": node_name,
+        "labels": {"worker.gardener.cloud/pool": "b", "containerruntime.worker.gardener.cloud/kata": "true"}}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let (now, ten_minutes_ago) = (
+        timestamp_now(),
+        (k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_mins(10)).to_string(),
+    );
+    let cannot = "can run: qemu; cannot run fc: the devmapper thin-pool devpool is not active";
+    nodes
+        .patch_status(
+            &node_name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready",
+             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {"type": "KataRuntimeReady", "status": "False", "reason": "DevmapperPoolMissing", "message": cannot,
+             "lastHeartbeatTime": now, "lastTransitionTime": ten_minutes_ago}]}})),
+        )
+        .await
+        .unwrap();
+    let (_, message) = shoot_condition(env, &ns, &ext, "False", "ContainerRuntimeUnhealthyReport").await;
+    assert_eq!(
+        message,
+        format!(
+            "ContainerRuntime extension ({ns}/kata-b) reports failing health check: pool b: \
+             1 of 1 nodes cannot run every shim of the pool: node {node_name}: {cannot}"
+        )
+    );
+    nodes.delete(&node_name, &Default::default()).await.unwrap();
     extension_reported(&client, &ns, &["a", "b"], "True").await;
     shoot_condition(env, &ns, &ext, "True", "SystemComponentsRunning").await;
 

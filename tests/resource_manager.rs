@@ -631,6 +631,7 @@ async fn the_resource_managers_verdict_on_the_installer_reaches_the_container_ru
     l.ready("a").await;
     l.applied(SHARED).await;
     l.applied(&installation("a")).await;
+    l.shoot_env.grant_shoot_access(&l.seed, &l.ns).await.unwrap();
     let checker = l._controller.health_checker(Duration::from_secs(600));
     let daemonsets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
     let generation = daemonsets.get("kata-deploy-a").await.unwrap().metadata.generation;
@@ -684,4 +685,147 @@ async fn the_resource_managers_verdict_on_the_installer_reaches_the_container_ru
     daemonset_controller_says(3).await;
     let c = condition("True", "").await;
     assert_eq!(c.message, "All health checks successful");
+}
+
+/// What a node says reaches the pool's health: the node-labeler, run with exactly the arguments
+/// of the installer DaemonSet the resource manager applied, judges a node whose thin-pool is
+/// smaller than the pool's `devmapper.dataSize` and writes `KataRuntimeReady` into the shoot; the
+/// health check reads it from the shoot (with the shoot access secret) and reports it on the
+/// ContainerRuntime. Stand-ins: the kubelet (the test registers the Node), the node's sysfs and
+/// procfs (a tree in a temp dir), the DaemonSet controller (its status), and gardenlet's shoot
+/// access secret (`TestEnv::grant_shoot_access`).
+#[tokio::test]
+async fn what_the_nodes_say_reaches_the_container_runtime() {
+    use k8s_openapi::api::core::v1::Node;
+    const GI: u64 = 1 << 30;
+    let fc = kata_config(json!({"hypervisors": ["fc"], "devmapper": {"dataSize": "20Gi", "baseImageSize": "10Gi"}}));
+    let l = landscape("grm-nodes", &[pool("f", Some(fc.clone()))]).await;
+    create_cr(&l.seed, &l.ns, "f", Some(fc)).await;
+    l.ready("f").await;
+    l.applied(SHARED).await;
+    l.applied(&installation("f")).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
+    let ds = daemonsets.get("kata-deploy-f").await.unwrap();
+    // stand-in for the DaemonSet controller: one node, its pod available
+    let status = json!({"status": {"observedGeneration": ds.metadata.generation, "desiredNumberScheduled": 1,
+        "currentNumberScheduled": 1, "updatedNumberScheduled": 1, "numberMisscheduled": 0,
+        "numberReady": 1, "numberAvailable": 1, "numberUnavailable": 0}});
+    daemonsets
+        .patch_status("kata-deploy-f", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    // stand-in for the kubelet: the node registered and Ready
+    let nodes: Api<Node> = Api::all(l.shoot.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-f-1", "labels": {
+        "worker.gardener.cloud/pool": "f", "containerruntime.worker.gardener.cloud/kata": "true"}}}))
+    .unwrap();
+    nodes.create(&Default::default(), &node).await.unwrap();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    nodes
+        .patch_status(
+            "node-f-1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+             "lastHeartbeatTime": now, "lastTransitionTime": now}]}})),
+        )
+        .await
+        .unwrap();
+
+    // stand-in for the node: KVM, and an active thin-pool of 8 GiB
+    let host = tempfile::tempdir().unwrap();
+    let write = |rel: &str, content: &str| {
+        let p = host.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    };
+    write("proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu lm vmx\n");
+    std::fs::create_dir_all(host.path().join("sys/class/misc/kvm")).unwrap();
+    write("sys/block/dm-0/dm/name", "devpool\n");
+    write("sys/block/dm-0/size", &format!("{}\n", 8 * GI / 512));
+    let labeler_container = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == "node-labeler"))
+        .cloned()
+        .expect("the installer's node-labeler");
+    let args: Vec<String> = labeler_container
+        .args
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.starts_with("--health-bind-address"))
+        .collect();
+    assert!(args.contains(&format!("--fc-data-size={}", 20 * GI)), "{args:?}");
+    let kubeconfig = l.shoot_env.kubeconfig_path().display().to_string();
+    let mut labeler = std::process::Command::new(env!("CARGO_BIN_EXE_gardener-extension-runtime-kata"))
+        .args(&args)
+        .args([
+            "--health-bind-address=127.0.0.1:0".to_string(),
+            format!("--sysfs-root={}", host.path().join("sys").display()),
+            format!("--procfs-root={}", host.path().join("proc").display()),
+            "--check-seconds=1".into(),
+            format!("--kubeconfig={kubeconfig}"),
+            "--namespace=kube-system".into(),
+        ])
+        .env("NODE_NAME", "node-f-1")
+        .env_remove("KUBECONFIG")
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _labeler = Kill(&mut labeler);
+
+    let checker = l._controller.health_checker(Duration::from_secs(600));
+    let (crs, rm) = (l.crs(), &l.rm);
+    let condition = |want: &'static str, saying: &'static str| {
+        let (crs, checker) = (crs.clone(), &checker);
+        async move {
+            eventually(
+                WAIT,
+                &format!("SystemComponentsHealthy {want} saying {saying:?}"),
+                || async {
+                    checker.round().await;
+                    let cr = crs.get("kata-f").await.map_err(|e| e.to_string())?;
+                    let c = cr
+                        .status
+                        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
+                    match c {
+                        Some(c) if c.status == want && c.message.contains(saying) => Ok(c),
+                        other => Err(format!("{other:?}; resource manager log:\n{}", rm.log_tail())),
+                    }
+                },
+            )
+            .await
+        }
+    };
+
+    // without the shoot access secret the nodes cannot be read: Gardener's ConditionCheckError
+    let c = condition("Unknown", "cannot read the shoot's nodes: no secret gardener-internal").await;
+    assert_eq!(c.reason, "ConditionCheckError");
+
+    TestEnv::grant_shoot_access(&l.shoot_env, &l.seed, &l.ns).await.unwrap();
+    let c = condition("True", "smaller devmapper thin-pool").await;
+    assert_eq!(c.reason, "HealthCheckSuccessful");
+    assert!(
+        c.message.starts_with(
+            "All health checks successful; pool f: 1 of 1 nodes have a smaller devmapper thin-pool than configured: \
+             node node-f-1: "
+        ) && c
+            .message
+            .contains("the devmapper thin-pool devpool has 8.0 GiB of the 20.0 GiB configured"),
+        "{}",
+        c.message
+    );
+
+    // the node loses KVM: fc cannot run there; a node that just changed is still settling
+    std::fs::remove_dir_all(host.path().join("sys/class/misc/kvm")).unwrap();
+    let c = condition("Progressing", "cannot run every shim of the pool yet").await;
+    assert!(c.message.contains("node node-f-1: "), "{}", c.message);
+    assert!(c.message.contains("cannot run fc"), "{}", c.message);
 }

@@ -7,7 +7,8 @@
 //! progress is `Progressing`, but only for the progressing threshold after the condition last left
 //! `True` (a rollout that never finishes becomes unsuccessful).
 
-use super::condition::{FALSE, PROGRESSING, TRUE, Verdict};
+use super::condition::{FALSE, PROGRESSING, TRUE, UNKNOWN, Verdict};
+use super::nodes::PoolNodes;
 use crate::api::ManagedResource;
 use crate::api::common::Condition;
 use crate::extension::status::truncate_for_status;
@@ -19,6 +20,8 @@ pub const REASON_UNSUCCESSFUL: &str = "HealthCheckUnsuccessful";
 pub const REASON_PROGRESSING: &str = "HealthCheckProgressing";
 pub const ALL_SUCCESSFUL: &str = "All health checks successful";
 pub const HIBERNATED: &str = "Shoot is hibernated";
+/// Gardener's reason for a check that could not be conducted.
+pub const REASON_CHECK_ERROR: &str = "ConditionCheckError";
 const CONFIGURATION_PROBLEM: &str = "ERR_CONFIGURATION_PROBLEM";
 
 /// What one ManagedResource says.
@@ -78,12 +81,16 @@ pub struct Input<'a> {
     /// (name, object) of each ManagedResource the pool depends on.
     pub managed_resources: Vec<(&'a str, Option<&'a ManagedResource>)>,
     pub hibernated: bool,
+    /// The pool's nodes as the shoot reports them, or why the shoot could not be read.
+    pub nodes: Result<&'a PoolNodes, &'a str>,
     pub old: Option<&'a Condition>,
     /// Time since `old` last changed status.
     pub since_transition: Duration,
     pub progressing_threshold: Duration,
 }
 
+/// Unhealthy (from the ManagedResources or the nodes) wins over a check that could not be
+/// conducted (`Unknown`, as in Gardener), which wins over progressing.
 pub fn evaluate(input: &Input) -> Verdict {
     if input.hibernated {
         return verdict(TRUE, REASON_SUCCESSFUL, HIBERNATED.into(), vec![]);
@@ -97,14 +104,35 @@ pub fn evaluate(input: &Input) -> Verdict {
             State::Unhealthy(m) => unhealthy.push(m),
         }
     }
+    let mut codes = Vec::new();
+    if let Ok(nodes) = input.nodes {
+        if !nodes.failing.is_empty() {
+            unhealthy.push(nodes_say(nodes, &nodes.failing, "cannot run every shim of the pool"));
+            if nodes.configuration_problem {
+                codes.push(CONFIGURATION_PROBLEM.to_string());
+            }
+        }
+        if !nodes.settling.is_empty() {
+            progressing.push(nodes_say(
+                nodes,
+                &nodes.settling,
+                "cannot run every shim of the pool yet",
+            ));
+        }
+    }
     let message = |parts: &[String]| truncate_for_status(&format!("pool {}: {}", input.pool, parts.join("; ")));
     if !unhealthy.is_empty() {
-        let codes = if unhealthy.iter().any(|m| is_configuration_problem(m)) {
-            vec![CONFIGURATION_PROBLEM.to_string()]
-        } else {
-            vec![]
-        };
+        if unhealthy.iter().any(|m| is_configuration_problem(m)) && codes.is_empty() {
+            codes.push(CONFIGURATION_PROBLEM.to_string());
+        }
         return verdict(FALSE, REASON_UNSUCCESSFUL, message(&unhealthy), codes);
+    }
+    if let Err(why) = input.nodes {
+        let m = format!(
+            "failed to execute 1 health check: pool {}: cannot read the shoot's nodes: {why}",
+            input.pool
+        );
+        return verdict(UNKNOWN, REASON_CHECK_ERROR, truncate_for_status(&m), vec![]);
     }
     if !progressing.is_empty() {
         let within = match input.old {
@@ -119,7 +147,27 @@ pub fn evaluate(input: &Input) -> Verdict {
             verdict(FALSE, REASON_UNSUCCESSFUL, message(&progressing), vec![])
         };
     }
-    verdict(TRUE, REASON_SUCCESSFUL, ALL_SUCCESSFUL.into(), vec![])
+    match input.nodes {
+        Ok(nodes) if !nodes.smaller_pools.is_empty() => {
+            let note = nodes_say(
+                nodes,
+                &nodes.smaller_pools,
+                "have a smaller devmapper thin-pool than configured",
+            );
+            verdict(
+                TRUE,
+                REASON_SUCCESSFUL,
+                truncate_for_status(&format!("{ALL_SUCCESSFUL}; pool {}: {note}", input.pool)),
+                vec![],
+            )
+        }
+        _ => verdict(TRUE, REASON_SUCCESSFUL, ALL_SUCCESSFUL.into(), vec![]),
+    }
+}
+
+/// "2 of 3 nodes <what>: node a: …; node b: …"
+fn nodes_say(nodes: &PoolNodes, which: &[String], what: &str) -> String {
+    format!("{} of {} nodes {what}: {}", which.len(), nodes.judged, which.join("; "))
 }
 
 fn verdict(status: &'static str, reason: &str, message: String, codes: Vec<String>) -> Verdict {
@@ -136,6 +184,14 @@ mod tests {
     use super::*;
     use crate::api::managedresource::ManagedResourceStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    static NO_NODES: PoolNodes = PoolNodes {
+        judged: 0,
+        failing: Vec::new(),
+        settling: Vec::new(),
+        smaller_pools: Vec::new(),
+        configuration_problem: false,
+    };
 
     fn cond(type_: &str, status: &str, message: &str) -> Condition {
         let t = Time("2026-01-01T00:00:00Z".parse().unwrap());
@@ -182,6 +238,7 @@ mod tests {
             pool: "a",
             managed_resources: mrs,
             hibernated: false,
+            nodes: Ok(&NO_NODES),
             old,
             since_transition: Duration::from_secs(since),
             progressing_threshold: Duration::from_secs(600),
@@ -302,5 +359,84 @@ mod tests {
             "error during apply of object \"a\": conflict"
         ));
         assert!(!is_configuration_problem("b is invalid: c"));
+    }
+
+    fn pool_nodes(failing: &[&str], settling: &[&str], smaller: &[&str], judged: usize) -> PoolNodes {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect();
+        PoolNodes {
+            judged,
+            failing: v(failing),
+            settling: v(settling),
+            smaller_pools: v(smaller),
+            configuration_problem: false,
+        }
+    }
+
+    #[test]
+    fn nodes_that_cannot_run_the_pools_shims_fail_the_pool_after_settling() {
+        let (i, s) = (healthy(), healthy());
+        let mrs = || vec![("inst", Some(&i)), ("shared", Some(&s))];
+        let failing = pool_nodes(&["node n1: cannot run fc: x"], &[], &[], 3);
+        let mut inp = input(mrs(), None, 0);
+        inp.nodes = Ok(&failing);
+        let v = evaluate(&inp);
+        assert_eq!((v.status, v.reason.as_str()), (FALSE, REASON_UNSUCCESSFUL));
+        assert_eq!(
+            v.message,
+            "pool a: 1 of 3 nodes cannot run every shim of the pool: node n1: cannot run fc: x"
+        );
+        assert!(v.codes.is_empty());
+        let mut no_virtualization = failing.clone();
+        no_virtualization.configuration_problem = true;
+        inp.nodes = Ok(&no_virtualization);
+        assert_eq!(evaluate(&inp).codes, vec![CONFIGURATION_PROBLEM.to_string()]);
+
+        let settling = pool_nodes(&[], &["node n2: y"], &[], 3);
+        inp.nodes = Ok(&settling);
+        let v = evaluate(&inp);
+        assert_eq!((v.status, v.reason.as_str()), (PROGRESSING, REASON_PROGRESSING));
+        assert!(v.message.ends_with("node n2: y"), "{}", v.message);
+    }
+
+    #[test]
+    fn a_smaller_thin_pool_is_reported_on_a_healthy_pool() {
+        let (i, s) = (healthy(), healthy());
+        let smaller = pool_nodes(
+            &[],
+            &[],
+            &["node n1: 25.3 GiB of 100.0 GiB", "node n2: 30.0 GiB of 100.0 GiB"],
+            3,
+        );
+        let mut inp = input(vec![("inst", Some(&i)), ("shared", Some(&s))], None, 0);
+        inp.nodes = Ok(&smaller);
+        let v = evaluate(&inp);
+        assert_eq!((v.status, v.reason.as_str()), (TRUE, REASON_SUCCESSFUL));
+        assert_eq!(
+            v.message,
+            "All health checks successful; pool a: 2 of 3 nodes have a smaller devmapper thin-pool than configured: \
+             node n1: 25.3 GiB of 100.0 GiB; node n2: 30.0 GiB of 100.0 GiB"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_shoot_is_unknown_unless_something_is_known_to_fail() {
+        let (i, s) = (healthy(), healthy());
+        let mut inp = input(vec![("inst", Some(&i)), ("shared", Some(&s))], None, 0);
+        inp.nodes = Err("no secret gardener-internal in the shoot namespace");
+        let v = evaluate(&inp);
+        assert_eq!((v.status, v.reason.as_str()), (UNKNOWN, REASON_CHECK_ERROR));
+        assert_eq!(
+            v.message,
+            "failed to execute 1 health check: pool a: cannot read the shoot's nodes: no secret gardener-internal in the shoot namespace"
+        );
+        let mut inp = input(vec![("inst", None)], None, 0);
+        inp.nodes = Err("timed out");
+        assert_eq!(
+            evaluate(&inp).status,
+            FALSE,
+            "a missing installation is known without the shoot"
+        );
+        inp.hibernated = true;
+        assert_eq!(evaluate(&inp).status, TRUE, "a hibernated shoot is not read");
     }
 }

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
 pub const PROGRESSING: &str = "Progressing";
+pub const UNKNOWN: &str = "Unknown";
 
 /// A verdict before timestamps are attached.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! The health loop: on the leader, every sync period, each kata ContainerRuntime gets a
 //! `SystemComponentsHealthy` condition built from what gardener-resource-manager reports on the
-//! ManagedResources carrying its pool. gardenlet's shoot care controller folds these conditions
-//! into the Shoot's own `SystemComponentsHealthy` (and so into the dashboard).
+//! ManagedResources carrying its pool and from what the pool's nodes say (`KataRuntimeReady`,
+//! [`nodes`]). gardenlet's shoot care controller folds these conditions into the Shoot's own
+//! `SystemComponentsHealthy` (and so into the dashboard).
 //!
-//! It reads only caches (the controller's ContainerRuntime store and the ManagedResource watch),
+//! Of the seed it reads only caches (the controller's ContainerRuntime store and the watches of
+//! ManagedResources, Clusters and shoot access secrets); each awake shoot with a due pool gets one
+//! node list per round, several shoots at a time. It
 //! writes a condition only when its status, reason, message or codes change, and never touches
 //! `lastOperation`, generation or annotations, so it triggers no reconcile. gardenlet judges
 //! staleness by the heartbeat Lease, so an unchanged condition needs no refresh. A hibernated shoot
@@ -13,6 +16,8 @@
 pub mod check;
 pub mod condition;
 pub mod hibernation;
+pub mod nodes;
+pub mod shoot_access;
 
 use crate::api::common::Condition;
 use crate::api::{ContainerRuntime, OperationType};
@@ -21,13 +26,16 @@ use crate::extension::predicate::PredicateConfig;
 use crate::kata::names::{SHARED_MR, installation_mr};
 use crate::managedresources::ManagedResourceCache;
 use check::{Input, SYSTEM_COMPONENTS_HEALTHY, evaluate};
+use futures::StreamExt;
 use hibernation::HibernationCache;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
+use nodes::KataNode;
 use serde_json::json;
-use std::collections::HashMap;
+use shoot_access::ShootAccess;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -56,6 +64,7 @@ pub struct HealthChecker {
     managed_resources: ManagedResourceCache,
     opts: HealthOptions,
     hibernation: HibernationCache,
+    shoot_access: ShootAccess,
     /// The cached resourceVersion each of our condition writes was based on, until the cache
     /// shows a newer one: a round must not judge an object by a cache older than its own write
     /// (it would write the same condition again, with a new transition time).
@@ -76,6 +85,14 @@ fn due(cr: &ContainerRuntime, settle: Duration) -> bool {
     }
 }
 
+/// Shoots read at once in a round.
+const SHOOT_READS: usize = 16;
+/// A shoot read that takes longer counts as failed (its pools are `Unknown` this round).
+const SHOOT_READ_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The shoot's kata nodes, or why they could not be read.
+type ShootNodes = Result<Vec<KataNode>, String>;
+
 fn since(t: &Time) -> Duration {
     let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
     Duration::try_from(elapsed).unwrap_or_default()
@@ -90,6 +107,7 @@ impl HealthChecker {
     ) -> Self {
         Self {
             hibernation: HibernationCache::start(client.clone()),
+            shoot_access: ShootAccess::start(client.clone()),
             client,
             runtimes,
             managed_resources,
@@ -124,7 +142,7 @@ impl HealthChecker {
     /// One pass over every ContainerRuntime (nothing while the caches are still filling).
     pub async fn round(&self) -> Round {
         let mut round = Round::default();
-        if !self.managed_resources.is_synced() || !self.hibernation.is_synced() {
+        if !self.managed_resources.is_synced() || !self.hibernation.is_synced() || !self.shoot_access.is_synced() {
             return round;
         }
         let runtimes = self.runtimes.state();
@@ -132,21 +150,35 @@ impl HealthChecker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|key, _| self.runtimes.get(key).is_some());
-        for cr in runtimes {
-            // a hibernated shoot's verdict does not depend on a rollout settling: at once
-            let settle = if self.hibernation.hibernated(&cr.namespace().unwrap_or_default()) {
-                Duration::ZERO
-            } else {
-                self.opts.sync_period
-            };
-            if !self.opts.responsibility.responsible_for(&cr) || !due(&cr, settle) {
-                continue;
-            }
-            if self.cache_behind_our_write(&cr) {
-                continue;
-            }
+        let due_now: Vec<_> = runtimes
+            .into_iter()
+            .filter(|cr| {
+                // a hibernated shoot's verdict does not depend on a rollout settling: at once
+                let settle = if self.hibernation.hibernated(&cr.namespace().unwrap_or_default()) {
+                    Duration::ZERO
+                } else {
+                    self.opts.sync_period
+                };
+                self.opts.responsibility.responsible_for(cr) && due(cr, settle) && !self.cache_behind_our_write(cr)
+            })
+            .collect();
+        let awake: BTreeSet<String> = due_now
+            .iter()
+            .filter_map(|cr| cr.namespace())
+            .filter(|ns| !self.hibernation.hibernated(ns))
+            .collect();
+        let shoots: HashMap<String, ShootNodes> = futures::stream::iter(awake)
+            .map(|ns| async move {
+                let nodes = self.shoot_nodes(&ns).await;
+                (ns, nodes)
+            })
+            .buffer_unordered(SHOOT_READS)
+            .collect()
+            .await;
+        for cr in due_now {
             round.checked += 1;
-            match self.check(&cr).await {
+            let nodes = shoots.get(&cr.namespace().unwrap_or_default());
+            match self.check(&cr, nodes).await {
                 Ok(true) => round.written += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -156,6 +188,19 @@ impl HealthChecker {
             }
         }
         round
+    }
+
+    /// The kata nodes of the shoot in `namespace`, within [`SHOOT_READ_DEADLINE`].
+    async fn shoot_nodes(&self, namespace: &str) -> ShootNodes {
+        let client = self.shoot_access.client(namespace).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(SHOOT_READ_DEADLINE, nodes::read(client)).await {
+            Ok(Ok(nodes)) => Ok(nodes),
+            Ok(Err(e)) => Err(format!("listing nodes: {e}")),
+            Err(_) => Err(format!(
+                "listing nodes: no answer within {}s",
+                SHOOT_READ_DEADLINE.as_secs()
+            )),
+        }
     }
 
     /// Whether the cached `cr` is still the version our last condition write was based on (the
@@ -174,7 +219,7 @@ impl HealthChecker {
     }
 
     /// Evaluates one ContainerRuntime; writes its condition if it changed (returns whether it did).
-    async fn check(&self, cr: &ContainerRuntime) -> Result<bool, kube::Error> {
+    async fn check(&self, cr: &ContainerRuntime, shoot: Option<&ShootNodes>) -> Result<bool, kube::Error> {
         let ns = cr.namespace().unwrap_or_default();
         let pool = cr.spec.worker_pool.name.as_str();
         let conditions: &[Condition] = cr.status.as_ref().map_or(&[], |s| &s.conditions);
@@ -182,10 +227,17 @@ impl HealthChecker {
         let installation = installation_mr(pool);
         let inst = self.managed_resources.get(&ns, &installation).flatten();
         let shared = self.managed_resources.get(&ns, SHARED_MR).flatten();
+        let pool_nodes = match shoot {
+            Some(Ok(all)) => Ok(nodes::judge(all, pool)),
+            Some(Err(e)) => Err(e.as_str()),
+            // hibernated: not read, not needed
+            None => Ok(nodes::PoolNodes::default()),
+        };
         let input = Input {
             pool,
             managed_resources: vec![(installation.as_str(), inst.as_deref()), (SHARED_MR, shared.as_deref())],
             hibernated: self.hibernation.hibernated(&ns),
+            nodes: pool_nodes.as_ref().map_err(|e| *e),
             old,
             since_transition: old.map_or(Duration::ZERO, |o| since(&o.last_transition_time)),
             progressing_threshold: self.opts.progressing_threshold,

@@ -307,6 +307,33 @@ impl TestEnv {
         Ok(path)
     }
 
+    /// Stand-in for gardenlet's shoot access secret: `gardener-internal` in the seed `namespace`
+    /// with a kubeconfig for this apiserver as the shoot (in Gardener its token is a ServiceAccount
+    /// token kept fresh by gardener-resource-manager; here the admin token).
+    pub async fn grant_shoot_access(&self, seed: &kube::Client, namespace: &str) -> Result<(), TestEnvError> {
+        let kubeconfig = kubeconfig_yaml(&self.url, &self.ca_pem, "admin", &self.admin_token);
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta {
+                name: Some("gardener-internal".into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "kubeconfig".to_string(),
+                    k8s_openapi::ByteString(kubeconfig.into_bytes()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(seed.clone(), namespace);
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Creates a fresh shoot-like namespace (`shoot--it--<prefix>-<n>`) and returns its name.
     pub async fn namespace(&self, prefix: &str) -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,0 +1,120 @@
+//! Access to each shoot's apiserver, the way Gardener's own extension health checks get it: the
+//! kubeconfig in the shoot namespace's secret `gardener-internal` (the in-cluster address of the
+//! shoot's kube-apiserver; gardener-resource-manager keeps its token fresh), or `gardener` (the
+//! external address) when `GARDENER_SHOOT_CLIENT=external`, as in Gardener.
+//!
+//! The secrets come from one watch selected by name, so a round costs the seed no request and the
+//! extension's RBAC can name the secret (`resourceNames`) instead of reading every secret of the
+//! seed. A client lives for one read: no connection is held to a thousand shoots between rounds.
+
+use crate::runtime::watch_cache::WatchCache;
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const INTERNAL: &str = "gardener-internal";
+pub const EXTERNAL: &str = "gardener";
+const KUBECONFIG_KEY: &str = "kubeconfig";
+/// A shoot apiserver that does not answer must not hold up the round.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The secret to use, by Gardener's rule (`extensions/pkg/util.NewClientForShoot`).
+pub fn secret_name() -> &'static str {
+    if std::env::var("GARDENER_SHOOT_CLIENT").as_deref() == Ok("external") {
+        EXTERNAL
+    } else {
+        INTERNAL
+    }
+}
+
+/// A Secret reduced to its kubeconfig.
+#[derive(Resource, Deserialize, Clone, Debug)]
+#[resource(inherit = "k8s_openapi::api::core::v1::Secret")]
+pub struct ShootAccessSecret {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    data: BTreeMap<String, ByteString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShootAccessError {
+    #[error("no secret {0} in the shoot namespace")]
+    NoSecret(&'static str),
+    #[error("secret {0} has no {KUBECONFIG_KEY}")]
+    NoKubeconfig(&'static str),
+    #[error("the kubeconfig in secret {0}: {1}")]
+    Kubeconfig(&'static str, String),
+}
+
+/// The watch-fed shoot access secrets; the watch stops when this is dropped.
+pub struct ShootAccess {
+    secrets: WatchCache<ShootAccessSecret>,
+    name: &'static str,
+}
+
+impl ShootAccess {
+    pub fn start(seed: Client) -> Self {
+        let name = secret_name();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        Self {
+            secrets: WatchCache::start(Api::all(seed), config, "shoot access Secret"),
+            name,
+        }
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.secrets.is_synced()
+    }
+
+    /// A client for the shoot of `namespace`, for one read.
+    pub async fn client(&self, namespace: &str) -> Result<Client, ShootAccessError> {
+        let secret = self
+            .secrets
+            .store()
+            .get(&ObjectRef::new(self.name).within(namespace))
+            .ok_or(ShootAccessError::NoSecret(self.name))?;
+        let kubeconfig = secret
+            .data
+            .get(KUBECONFIG_KEY)
+            .ok_or(ShootAccessError::NoKubeconfig(self.name))?;
+        client_from(&kubeconfig.0)
+            .await
+            .map_err(|e| ShootAccessError::Kubeconfig(self.name, e))
+    }
+}
+
+async fn client_from(kubeconfig: &[u8]) -> Result<Client, String> {
+    let text = std::str::from_utf8(kubeconfig).map_err(|e| e.to_string())?;
+    let kc = kube::config::Kubeconfig::from_yaml(text).map_err(|e| e.to_string())?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_kubeconfig_is_kept_and_a_bad_one_is_an_error() {
+        let secret: ShootAccessSecret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": INTERNAL, "namespace": "shoot--p--s"},
+            "type": "Opaque",
+            "data": {"kubeconfig": "bm90IGEga3ViZWNvbmZpZw=="}
+        }))
+        .unwrap();
+        assert_eq!(secret.data[KUBECONFIG_KEY].0, b"not a kubeconfig");
+        assert_eq!(ShootAccessSecret::plural(&()), "secrets");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(rt.block_on(client_from(b"not a kubeconfig")).is_err());
+    }
+}
