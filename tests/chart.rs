@@ -287,8 +287,11 @@ async fn rendered_chart_passes_a_server_side_dry_run() {
         .await
         .expect("the extension's pod passes Pod Security restricted");
     let pod = deploy.spec.unwrap().template;
+    let labels = pod.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["networking.gardener.cloud/to-runtime-apiserver"], "allowed");
+    // the health checks read the shoots' nodes
     assert_eq!(
-        pod.metadata.unwrap().labels.unwrap()["networking.gardener.cloud/to-runtime-apiserver"],
+        labels["networking.resources.gardener.cloud/to-all-shoots-kube-apiserver-tcp-443"],
         "allowed"
     );
     let spec = pod.spec.unwrap();
