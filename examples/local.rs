@@ -93,6 +93,11 @@ async fn main() -> anyhow::Result<()> {
     let rm = ResourceManager::start(&env, &shoot_env, ResourceManagerOptions::for_shoot(SHOOT_NS))
         .await
         .context("starting gardener-resource-manager (make testbin builds it)")?;
+    // as gardenlet does: the kubeconfig the extension's health checks read the shoot's nodes with
+    shoot_env
+        .grant_shoot_access(&client, SHOOT_NS)
+        .await
+        .context("writing the shoot access secret gardener-internal")?;
     // no kube-controller-manager in the shoot: release foreground-deleted DaemonSets
     let _gc = ForegroundDeletionStandIn::start(shoot.clone());
     namespace(&client, EXTENSION_NS, false).await?;

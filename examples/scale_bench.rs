@@ -264,7 +264,10 @@ async fn run_extension(env: &TestEnv, client: &Client, bin: &str, n: usize, with
     let namespaces = setup_namespaces(client, &label, n / 2).await;
     // stand-in for gardenlet's shoot access secrets: every shoot is this apiserver (no nodes)
     stream::iter(namespaces.iter())
-        .for_each_concurrent(16, |ns| async move { env.grant_shoot_access(client, ns).await.unwrap() })
+        .for_each_concurrent(
+            16,
+            |ns| async move { env.grant_shoot_access(client, ns).await.unwrap() },
+        )
         .await;
     let port = free_port().unwrap();
     let mut child: Child = Command::new(bin)
