@@ -97,6 +97,46 @@ impl Landscape {
         .await
     }
 
+    /// Runs health rounds until `kata-<pool>` reports SystemComponentsHealthy `want` with a
+    /// message containing `saying`, and returns that condition.
+    async fn health(
+        &self,
+        checker: &gardener_extension_runtime_kata::healthcheck::HealthChecker,
+        pool: &str,
+        want: &str,
+        saying: &str,
+    ) -> gardener_extension_runtime_kata::api::common::Condition {
+        let (crs, name) = (self.crs(), format!("kata-{pool}"));
+        let what = format!("SystemComponentsHealthy {want} saying {saying:?}");
+        eventually(WAIT, &what, || async {
+            checker.round().await;
+            let cr = crs.get(&name).await.map_err(|e| e.to_string())?;
+            let c = cr
+                .status
+                .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
+            match c {
+                Some(c) if c.status == want && c.message.contains(saying) => Ok(c),
+                other => Err(format!("{other:?}; resource manager log:\n{}", self.rm.log_tail())),
+            }
+        })
+        .await
+    }
+
+    /// Stand-in for the DaemonSet controller: the status of `kata-deploy-<pool>` for `desired`
+    /// nodes of which `ready` run an available pod.
+    async fn daemonset_controller_says(&self, pool: &str, desired: i32, ready: i32) {
+        let daemonsets: Api<DaemonSet> = Api::namespaced(self.shoot.clone(), "kube-system");
+        let name = format!("kata-deploy-{pool}");
+        let generation = daemonsets.get(&name).await.unwrap().metadata.generation;
+        let status = json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": desired,
+            "currentNumberScheduled": desired, "updatedNumberScheduled": desired, "numberMisscheduled": 0,
+            "numberReady": ready, "numberAvailable": ready, "numberUnavailable": desired - ready}});
+        daemonsets
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+
     /// Waits until the resource manager reports the current generation of `mr` applied.
     async fn applied(&self, mr: &str) -> ManagedResource {
         let api = self.mrs();
@@ -633,39 +673,8 @@ async fn the_resource_managers_verdict_on_the_installer_reaches_the_container_ru
     l.applied(&installation("a")).await;
     l.shoot_env.grant_shoot_access(&l.seed, &l.ns).await.unwrap();
     let checker = l._controller.health_checker(Duration::from_secs(600));
-    let daemonsets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
-    let generation = daemonsets.get("kata-deploy-a").await.unwrap().metadata.generation;
-    let daemonset_controller_says = |ready: i32| {
-        let daemonsets = daemonsets.clone();
-        async move {
-            let status = json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": 3,
-                "currentNumberScheduled": 3, "updatedNumberScheduled": 3, "numberMisscheduled": 0,
-                "numberReady": ready, "numberAvailable": ready, "numberUnavailable": 3 - ready}});
-            daemonsets
-                .patch_status("kata-deploy-a", &PatchParams::default(), &Patch::Merge(status))
-                .await
-                .unwrap();
-        }
-    };
-    let (crs, rm) = (l.crs(), &l.rm);
-    // (status, a part of the message) to wait for
-    let condition = |want: &'static str, saying: &'static str| {
-        let (crs, checker) = (crs.clone(), &checker);
-        async move {
-            eventually(WAIT, &format!("SystemComponentsHealthy {want}"), || async {
-                checker.round().await;
-                let cr = crs.get("kata-a").await.map_err(|e| e.to_string())?;
-                let c = cr
-                    .status
-                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
-                match c {
-                    Some(c) if c.status == want && c.message.contains(saying) => Ok(c),
-                    other => Err(format!("{other:?}; resource manager log:\n{}", rm.log_tail())),
-                }
-            })
-            .await
-        }
-    };
+    let condition = |want: &'static str, saying: &'static str| l.health(&checker, "a", want, saying);
+    let daemonset_controller_says = |ready: i32| l.daemonset_controller_says("a", 3, ready);
 
     // before the DaemonSet controller (stand-in) reported anything: a rollout in progress
     let c = condition("Progressing", "is progressing: observed generation outdated (0/1)").await;
@@ -704,16 +713,12 @@ async fn what_the_nodes_say_reaches_the_container_runtime() {
     l.ready("f").await;
     l.applied(SHARED).await;
     l.applied(&installation("f")).await;
-    let daemonsets: Api<DaemonSet> = Api::namespaced(l.shoot.clone(), "kube-system");
-    let ds = daemonsets.get("kata-deploy-f").await.unwrap();
-    // stand-in for the DaemonSet controller: one node, its pod available
-    let status = json!({"status": {"observedGeneration": ds.metadata.generation, "desiredNumberScheduled": 1,
-        "currentNumberScheduled": 1, "updatedNumberScheduled": 1, "numberMisscheduled": 0,
-        "numberReady": 1, "numberAvailable": 1, "numberUnavailable": 0}});
-    daemonsets
-        .patch_status("kata-deploy-f", &PatchParams::default(), &Patch::Merge(status))
+    let ds = Api::<DaemonSet>::namespaced(l.shoot.clone(), "kube-system")
+        .get("kata-deploy-f")
         .await
         .unwrap();
+    // one node, its pod available
+    l.daemonset_controller_says("f", 1, 1).await;
     // stand-in for the kubelet: the node registered and Ready
     let nodes: Api<Node> = Api::all(l.shoot.clone());
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "node-f-1", "labels": {
@@ -782,28 +787,7 @@ async fn what_the_nodes_say_reaches_the_container_runtime() {
     let _labeler = Kill(&mut labeler);
 
     let checker = l._controller.health_checker(Duration::from_secs(600));
-    let (crs, rm) = (l.crs(), &l.rm);
-    let condition = |want: &'static str, saying: &'static str| {
-        let (crs, checker) = (crs.clone(), &checker);
-        async move {
-            eventually(
-                WAIT,
-                &format!("SystemComponentsHealthy {want} saying {saying:?}"),
-                || async {
-                    checker.round().await;
-                    let cr = crs.get("kata-f").await.map_err(|e| e.to_string())?;
-                    let c = cr
-                        .status
-                        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "SystemComponentsHealthy"));
-                    match c {
-                        Some(c) if c.status == want && c.message.contains(saying) => Ok(c),
-                        other => Err(format!("{other:?}; resource manager log:\n{}", rm.log_tail())),
-                    }
-                },
-            )
-            .await
-        }
-    };
+    let condition = |want: &'static str, saying: &'static str| l.health(&checker, "f", want, saying);
 
     // without the shoot access secret the nodes cannot be read: Gardener's ConditionCheckError
     let c = condition("Unknown", "cannot read the shoot's nodes: no secret gardener-internal").await;

@@ -11,8 +11,8 @@
 use crate::api::POOL_LABEL;
 use crate::kata::names::KATA_NODE_LABEL;
 use crate::node_labeler::capability::{Missing, PoolShortfall};
-use crate::node_labeler::condition::TYPE as KATA_RUNTIME_READY;
-use k8s_openapi::api::core::v1::{Node, NodeCondition};
+use crate::node_labeler::condition::NodeCondition;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use std::time::Duration;
 
@@ -42,29 +42,26 @@ pub struct KataCondition {
     pub for_: Duration,
 }
 
-fn find<'a>(conditions: &'a [NodeCondition], type_: &str) -> Option<&'a NodeCondition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
 impl KataNode {
     /// `None` for a node of no pool.
     pub fn from_node(node: &Node, now: k8s_openapi::jiff::Timestamp) -> Option<Self> {
         let pool = node.metadata.labels.as_ref()?.get(POOL_LABEL)?.clone();
-        let conditions: &[NodeCondition] = node
+        let conditions: &[k8s_openapi::api::core::v1::NodeCondition] = node
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_deref())
             .unwrap_or_default();
-        let ready = find(conditions, "Ready").is_some_and(|c| c.status == "True");
-        let kata = find(conditions, KATA_RUNTIME_READY).map(|c| KataCondition {
-            status: c.status.clone(),
-            reason: c.reason.clone().unwrap_or_default(),
-            message: c.message.clone().unwrap_or_default(),
+        let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let kata = NodeCondition::from_node(node).map(|c| KataCondition {
             for_: c
                 .last_transition_time
-                .as_ref()
-                .and_then(|t| Duration::try_from(now.duration_since(t.0)).ok())
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
                 .unwrap_or_default(),
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
         });
         Some(Self {
             name: node.metadata.name.clone().unwrap_or_default(),
@@ -134,6 +131,7 @@ pub async fn read(shoot: kube::Client) -> Result<Vec<KataNode>, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_labeler::condition::TYPE as KATA_RUNTIME_READY;
     use serde_json::json;
 
     fn node(name: &str, pool: &str, ready: &str, kata: Option<(&str, &str, i64)>) -> Node {
