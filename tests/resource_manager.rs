@@ -18,7 +18,7 @@ use gardener_extension_runtime_kata::api::{OperationState, OperationType};
 use gardener_extension_runtime_kata::kata::requirements::Requirements;
 use gardener_extension_runtime_kata::managedresources::{AppliedState, applied_state, secret_reference_key};
 use gardener_extension_runtime_kata::testenv::{
-    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv,
+    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv, deploy_gardener_access,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -700,9 +700,11 @@ async fn the_resource_managers_verdict_on_the_installer_reaches_the_container_ru
 /// of the installer DaemonSet the resource manager applied, judges a node whose thin-pool is
 /// smaller than the pool's `devmapper.dataSize` and writes `KataRuntimeReady` into the shoot; the
 /// health check reads it from the shoot (with the shoot access secret) and reports it on the
-/// ContainerRuntime. Stand-ins: the kubelet (the test registers the Node), the node's sysfs and
-/// procfs (a tree in a temp dir), the DaemonSet controller (its status), and gardenlet's shoot
-/// access secret (`TestEnv::grant_shoot_access`).
+/// ContainerRuntime. The shoot access is Gardener's own: the secret `gardener-internal` and the
+/// ManagedResource with its ClusterRoleBinding as gardenlet deploys them (`deploy_gardener_access`),
+/// the token written by the resource manager's token requestor. Stand-ins: the kubelet (the test
+/// registers the Node), the node's sysfs and procfs (a tree in a temp dir), and the DaemonSet
+/// controller (its status).
 #[tokio::test]
 async fn what_the_nodes_say_reaches_the_container_runtime() {
     use k8s_openapi::api::core::v1::Node;
@@ -793,7 +795,7 @@ async fn what_the_nodes_say_reaches_the_container_runtime() {
     let c = condition("Unknown", "cannot read the shoot's nodes: no secret gardener-internal").await;
     assert_eq!(c.reason, "ConditionCheckError");
 
-    TestEnv::grant_shoot_access(&l.shoot_env, &l.seed, &l.ns).await.unwrap();
+    deploy_gardener_access(&l.seed, &l.ns, &l.shoot_env).await.unwrap();
     let c = condition("True", "smaller devmapper thin-pool").await;
     assert_eq!(c.reason, "HealthCheckSuccessful");
     assert!(

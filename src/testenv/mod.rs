@@ -7,6 +7,7 @@
 
 mod certs;
 mod garden;
+mod gardener_access;
 mod process;
 mod resource_manager;
 mod standins;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use garden::GardenEnv;
+pub use gardener_access::deploy_gardener_access;
 use process::Supervised;
 pub use process::{Binaries, free_port, status_kib};
 pub use resource_manager::{ResourceManager, ResourceManagerOptions};
@@ -140,6 +142,11 @@ impl TestEnv {
                 format!("--proxy-client-cert-file={}", cert.display()),
                 format!("--proxy-client-key-file={}", key.display()),
             ]);
+        }
+        if !crds {
+            // a shoot's apiserver also accepts tokens for Gardener's audience, which
+            // gardener-resource-manager's token requestor asks for (shoot access secrets)
+            extra_args.push(format!("--api-audiences={url},gardener"));
         }
         let apiserver = Supervised::spawn(
             &bins.kube_apiserver,

@@ -30,12 +30,14 @@ pub struct ResourceManagerOptions {
     pub garbage_collector: Option<Duration>,
     /// The ManagedResource controller's `alwaysUpdate`.
     pub always_update: bool,
+    /// The token requestor (tokens for shoot access secrets of class `shoot`).
+    pub token_requestor: bool,
 }
 
 impl ResourceManagerOptions {
     /// gardenlet's shoot instance, for the shoot whose control plane lives in `namespace`
     /// (`targetGardenerResourceManagerDefaultValues`: default class, the shoot's system
-    /// namespaces as target, `alwaysUpdate`, garbage collector every 12 h).
+    /// namespaces as target, `alwaysUpdate`, garbage collector every 12 h, token requestor).
     pub fn for_shoot(namespace: &str) -> Self {
         Self {
             name: format!("grm-shoot-{namespace}"),
@@ -46,6 +48,7 @@ impl ResourceManagerOptions {
                 .to_vec(),
             garbage_collector: Some(Duration::from_secs(12 * 3600)),
             always_update: true,
+            token_requestor: true,
         }
     }
 
@@ -60,6 +63,7 @@ impl ResourceManagerOptions {
             target_namespaces: vec![],
             garbage_collector: Some(gc_period),
             always_update: false,
+            token_requestor: false,
         }
     }
 }
@@ -203,6 +207,11 @@ fn config_yaml(opts: &ResourceManagerOptions, source: &Path, target: &Path, cert
         ),
         None => "  garbageCollector:\n    enabled: false\n".into(),
     };
+    let token_requestor = if opts.token_requestor {
+        "  tokenRequestor:\n    enabled: true\n    concurrentSyncs: 5\n"
+    } else {
+        ""
+    };
     format!(
         r#"apiVersion: resourcemanager.config.gardener.cloud/v1alpha1
 kind: ResourceManagerConfiguration
@@ -231,7 +240,7 @@ server:
 logLevel: info
 logFormat: json
 controllers:
-{class}{gc}  health:
+{class}{gc}{token_requestor}  health:
     concurrentSyncs: 10
     syncPeriod: 1m
   managedResource:
