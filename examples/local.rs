@@ -19,7 +19,7 @@ use gardener_extension_runtime_kata::managedresources::{AppliedState, applied_st
 use gardener_extension_runtime_kata::runtime::logging::{self, LogFormat, LogLevel};
 use gardener_extension_runtime_kata::runtime::shutdown::Shutdown;
 use gardener_extension_runtime_kata::testenv::{
-    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv,
+    ForegroundDeletionStandIn, ResourceManager, ResourceManagerOptions, TestEnv, deploy_gardener_access,
 };
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -93,11 +93,11 @@ async fn main() -> anyhow::Result<()> {
     let rm = ResourceManager::start(&env, &shoot_env, ResourceManagerOptions::for_shoot(SHOOT_NS))
         .await
         .context("starting gardener-resource-manager (make testbin builds it)")?;
-    // as gardenlet does: the kubeconfig the extension's health checks read the shoot's nodes with
-    shoot_env
-        .grant_shoot_access(&client, SHOOT_NS)
+    // as gardenlet does: the shoot access the extension's health checks read the shoot's nodes
+    // with (the resource manager's token requestor writes its token)
+    deploy_gardener_access(&client, SHOOT_NS, &shoot_env)
         .await
-        .context("writing the shoot access secret gardener-internal")?;
+        .context("deploying the shoot access gardener-internal")?;
     // no kube-controller-manager in the shoot: release foreground-deleted DaemonSets
     let _gc = ForegroundDeletionStandIn::start(shoot.clone());
     namespace(&client, EXTENSION_NS, false).await?;
