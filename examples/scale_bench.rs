@@ -141,6 +141,57 @@ fn cr(ns: &str, pool: &str, label: &str) -> ContainerRuntime {
     cr
 }
 
+/// Stand-in for the kubelets of the (one, shared) stand-in shoot: `count` kata nodes of pools a
+/// and b, each with the status a kubelet reports (40 images, addresses, capacity, node info) and
+/// the node-labeler's `KataRuntimeReady`, so that every shoot read lists and decodes real-sized
+/// nodes.
+async fn register_nodes(client: &Client, count: usize) {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    stream::iter(0..count)
+        .for_each_concurrent(8, |i| {
+            let nodes = nodes.clone();
+            async move {
+                let name = format!("bench-node-{i}");
+                let pool = if i % 2 == 0 { "a" } else { "b" };
+                let node = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
+                    "worker.gardener.cloud/pool": pool, "containerruntime.worker.gardener.cloud/kata": "true",
+                    "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
+                    "node.kubernetes.io/instance-type": "m5.xlarge", "topology.kubernetes.io/zone": "zone-a",
+                    "kata.runtime.extensions.gardener.cloud/qemu": "true", "katacontainers.io/kata-runtime": "true"}}}))
+                .unwrap();
+                nodes.create(&PostParams::default(), &node).await.unwrap();
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                let images: Vec<_> = (0..40)
+                    .map(|j| json!({"names": [format!("registry.invalid/component-{j}@sha256:{:064x}", j * 7919 + i),
+                                              format!("registry.invalid/component-{j}:v1.{j}.0")],
+                                    "sizeBytes": 20_000_000 + j * 1_000_000}))
+                    .collect();
+                let cond = |t: &str, s: &str, r: &str, m: &str| json!({"type": t, "status": s, "reason": r, "message": m,
+                    "lastHeartbeatTime": now, "lastTransitionTime": now});
+                let status = json!({"status": {
+                    "conditions": [
+                        cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                        cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                        cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                        cond("KataRuntimeReady", "True", "AllShimsRunnable", "can run: qemu")],
+                    "addresses": [{"type": "InternalIP", "address": format!("10.250.{}.{}", i / 250, i % 250)},
+                                  {"type": "Hostname", "address": name}],
+                    "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110", "ephemeral-storage": "50Gi"},
+                    "allocatable": {"cpu": "3920m", "memory": "14Gi", "pods": "110", "ephemeral-storage": "45Gi"},
+                    "nodeInfo": {"machineID": format!("{i:032x}"), "systemUUID": format!("{i:032x}"), "bootID": format!("{i:032x}"),
+                        "kernelVersion": "6.6.0", "osImage": "Garden Linux", "containerRuntimeVersion": "containerd://2.2.0",
+                        "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
+                    "images": images}});
+                nodes
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+}
+
 async fn setup_namespaces(client: &Client, label: &str, count: usize) -> Vec<String> {
     let names: Vec<String> = (0..count).map(|i| format!("shoot--bench--{label}-{i}")).collect();
     stream::iter(names.clone())
@@ -455,6 +506,9 @@ async fn main() {
     let bin = std::env::var("BENCH_BINARY").unwrap_or_else(|_| "target/release/gardener-extension-runtime-kata".into());
     let env = TestEnv::start().await.expect("control plane");
     let client = env.client().await;
+    // every shoot access secret points at this apiserver: its nodes are every shoot's nodes
+    let nodes: usize = std::env::var("BENCH_NODES").map_or(10, |v| v.parse().expect("BENCH_NODES"));
+    register_nodes(&client, nodes).await;
     println!(
         "| N | extension ready | baseline writes | ratio | delete all | API requests per object (create) | per object (delete) | steady-state re-reconcile | peak RSS | steady RSS | CPU extension / apiserver |"
     );

@@ -13,14 +13,18 @@ use crate::kata::names::KATA_NODE_LABEL;
 use crate::node_labeler::capability::{Missing, PoolShortfall};
 use crate::node_labeler::condition::NodeCondition;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use kube::api::{Api, ListParams};
+use serde::Deserialize;
 use std::time::Duration;
 
 pub const SMALLER_POOL: &str = PoolShortfall::REASON;
 /// How long a node may say `False` before it counts against the pool.
 pub const SETTLE: Duration = Duration::from_secs(5 * 60);
-/// Node lists carry every node's image list: small pages.
-const PAGE_SIZE: u32 = 100;
+/// A page is held whole before it is decoded (a node with its image list is 5–10 KiB), and
+/// several shoots are read at once: small pages.
+const PAGE_SIZE: u32 = 50;
 
 /// One kata node, reduced to what the verdict needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,17 +46,29 @@ pub struct KataCondition {
     pub for_: Duration,
 }
 
+/// A Node as the verdict reads it: decoding skips its images, addresses and node info (most of
+/// a node's size) instead of allocating them.
+#[derive(Resource, Deserialize, Clone, Debug)]
+#[resource(inherit = "Node")]
+pub struct NodeView {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    status: NodeViewStatus,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+struct NodeViewStatus {
+    #[serde(default)]
+    conditions: Vec<k8s_openapi::api::core::v1::NodeCondition>,
+}
+
 impl KataNode {
     /// `None` for a node of no pool.
-    pub fn from_node(node: &Node, now: k8s_openapi::jiff::Timestamp) -> Option<Self> {
+    pub fn from_view(node: &NodeView, now: k8s_openapi::jiff::Timestamp) -> Option<Self> {
         let pool = node.metadata.labels.as_ref()?.get(POOL_LABEL)?.clone();
-        let conditions: &[k8s_openapi::api::core::v1::NodeCondition] = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_deref())
-            .unwrap_or_default();
+        let conditions = &node.status.conditions;
         let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        let kata = NodeCondition::from_node(node).map(|c| KataCondition {
+        let kata = NodeCondition::from_conditions(conditions).map(|c| KataCondition {
             for_: c
                 .last_transition_time
                 .parse::<k8s_openapi::jiff::Timestamp>()
@@ -112,7 +128,7 @@ pub fn judge(nodes: &[KataNode], pool: &str) -> PoolNodes {
 
 /// The kata nodes of a shoot (those Gardener labelled for the kata container runtime).
 pub async fn read(shoot: kube::Client) -> Result<Vec<KataNode>, kube::Error> {
-    let api: Api<Node> = Api::all(shoot);
+    let api: Api<NodeView> = Api::all(shoot);
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut params = ListParams::default()
         .labels(&format!("{KATA_NODE_LABEL}=true"))
@@ -120,7 +136,7 @@ pub async fn read(shoot: kube::Client) -> Result<Vec<KataNode>, kube::Error> {
     let mut out = Vec::new();
     loop {
         let page = api.list(&params).await?;
-        out.extend(page.items.iter().filter_map(|n| KataNode::from_node(n, now)));
+        out.extend(page.items.iter().filter_map(|n| KataNode::from_view(n, now)));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
             None => return Ok(out),
@@ -134,7 +150,7 @@ mod tests {
     use crate::node_labeler::condition::TYPE as KATA_RUNTIME_READY;
     use serde_json::json;
 
-    fn node(name: &str, pool: &str, ready: &str, kata: Option<(&str, &str, i64)>) -> Node {
+    fn node(name: &str, pool: &str, ready: &str, kata: Option<(&str, &str, i64)>) -> NodeView {
         let now = k8s_openapi::jiff::Timestamp::now();
         let mut conditions = vec![json!({"type": "Ready", "status": ready})];
         if let Some((status, reason, minutes_ago)) = kata {
@@ -144,14 +160,14 @@ mod tests {
         }
         serde_json::from_value(json!({
             "metadata": {"name": name, "labels": {POOL_LABEL: pool, KATA_NODE_LABEL: "true"}},
-            "status": {"conditions": conditions}
+            "status": {"conditions": conditions, "images": [{"names": ["x"], "sizeBytes": 1}], "nodeInfo": {}}
         }))
         .unwrap()
     }
 
-    fn kata_nodes(nodes: &[Node]) -> Vec<KataNode> {
+    fn kata_nodes(nodes: &[NodeView]) -> Vec<KataNode> {
         let now = k8s_openapi::jiff::Timestamp::now();
-        nodes.iter().filter_map(|n| KataNode::from_node(n, now)).collect()
+        nodes.iter().filter_map(|n| KataNode::from_view(n, now)).collect()
     }
 
     #[test]
@@ -175,6 +191,7 @@ mod tests {
         assert_eq!(b.failing.len(), 1);
         assert!(b.configuration_problem, "a machine type without nested virtualization");
         assert_eq!(judge(&nodes, "c"), PoolNodes::default());
+        assert_eq!(NodeView::plural(&()), "nodes", "listed as Nodes");
     }
 
     #[test]

@@ -40,13 +40,12 @@ impl NodeCondition {
 
     /// Our condition as the node carries it, if it does.
     pub fn from_node(node: &Node) -> Option<Self> {
-        let c = node
-            .status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == TYPE)?;
+        Self::from_conditions(node.status.as_ref()?.conditions.as_deref()?)
+    }
+
+    /// Our condition among a node's conditions, if it is there.
+    pub fn from_conditions(conditions: &[k8s_openapi::api::core::v1::NodeCondition]) -> Option<Self> {
+        let c = conditions.iter().find(|c| c.type_ == TYPE)?;
         Some(Self {
             status: c.status.clone(),
             reason: c.reason.clone().unwrap_or_default(),
