@@ -5,7 +5,9 @@
 //! Cluster), created as gardenlet does (operation annotation + timestamp). Measures the time until
 //! all satisfy gardenlet's readiness rule, then the same for deleting all of them. The baseline is
 //! a plain client performing the writes the extension performs per object, with the same
-//! concurrency. Prints Markdown.
+//! concurrency. Every namespace gets a shoot access secret for the same apiserver, which plays
+//! every shoot with `BENCH_NODES` (default 10) kata nodes, so the health rounds read real-sized
+//! nodes. `BENCH_BINARY` runs another extension binary (A/B). Prints Markdown.
 
 use futures::{StreamExt, stream};
 use gardener_extension_runtime_kata::api::containerruntime::ContainerRuntime;
