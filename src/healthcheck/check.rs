@@ -437,6 +437,6 @@ mod tests {
             "a missing installation is known without the shoot"
         );
         inp.hibernated = true;
-        assert_eq!(evaluate(&inp).status, TRUE, "a hibernated shoot is not read");
+        assert_eq!(evaluate(&inp).status, TRUE, "a hibernated shoot's nodes do not count");
     }
 }

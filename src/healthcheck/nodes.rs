@@ -43,7 +43,7 @@ pub struct KataCondition {
     pub reason: String,
     pub message: String,
     /// Time since `lastTransitionTime` (zero if it is missing).
-    pub for_: Duration,
+    pub since_transition: Duration,
 }
 
 /// A Node as the verdict reads it: decoding skips its images, addresses and node info (most of
@@ -69,7 +69,7 @@ impl KataNode {
         let conditions = &node.status.conditions;
         let ready = conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
         let kata = NodeCondition::from_conditions(conditions).map(|c| KataCondition {
-            for_: c
+            since_transition: c
                 .last_transition_time
                 .parse::<k8s_openapi::jiff::Timestamp>()
                 .ok()
@@ -116,7 +116,7 @@ pub fn judge(nodes: &[KataNode], pool: &str) -> PoolNodes {
         match kata.status.as_str() {
             "True" if kata.reason == SMALLER_POOL => out.smaller_pools.push(said),
             "True" => {}
-            _ if kata.for_ < SETTLE => out.settling.push(said),
+            _ if kata.since_transition < SETTLE => out.settling.push(said),
             _ => {
                 out.configuration_problem |= kata.reason == Missing::VirtualizationUnsupported.reason();
                 out.failing.push(said);
