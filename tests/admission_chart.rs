@@ -287,11 +287,15 @@ async fn the_admission_works_under_the_charts_rbac() {
     vwcs.delete(admission::registration::DEFAULT_CONFIGURATION_NAME, &Default::default())
         .await
         .unwrap();
+    // wait for the object itself: the apiserver's webhook cache may still hold the deleted one
+    // for a moment, so a webhook call alone does not prove the repair
+    let repaired = wait_recreated(
+        &vwcs,
+        admission::registration::DEFAULT_CONFIGURATION_NAME,
+        vwc.metadata.uid.as_deref(),
+    )
+    .await;
     wait_webhook_active(&admin, &ns).await;
-    let repaired = vwcs
-        .get(admission::registration::DEFAULT_CONFIGURATION_NAME)
-        .await
-        .unwrap();
     assert_eq!(
         repaired.webhooks.clone().unwrap()[0].client_config.ca_bundle,
         webhook.client_config.ca_bundle,
@@ -340,6 +344,27 @@ async fn the_admission_works_under_the_charts_rbac() {
 
     shutdown.trigger();
     server.await.unwrap().unwrap();
+}
+
+/// The configuration `name` once it exists again with a uid other than `old_uid`.
+async fn wait_recreated(
+    vwcs: &Api<ValidatingWebhookConfiguration>,
+    name: &str,
+    old_uid: Option<&str>,
+) -> ValidatingWebhookConfiguration {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let current = vwcs.get_opt(name).await.unwrap();
+        match current {
+            Some(c) if c.metadata.uid.as_deref() != old_uid => return c,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not re-created within 15 s: {:?}",
+                other.map(|c| c.metadata.uid)
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// `example/extension.yaml` (what `make generate` writes for the default release) is a valid
