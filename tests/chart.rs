@@ -395,9 +395,11 @@ async fn the_extension_works_under_the_charts_rbac() {
     // controller: create, ready, delete
     create_cr(&admin, &shoot_ns, "fc", Some(fc)).await;
     wait_ready(&admin, &shoot_ns, "kata-fc").await;
-    // health checks: the shoot access secret (named in the rules) is read and the shoot's nodes
-    // listed; without the rule the pool would say Unknown (or nothing: the watch never syncs)
-    env.grant_shoot_access(&admin, &shoot_ns).await.unwrap();
+    // health checks: the shoot access secrets (named in the rules) are read and the shoot's nodes
+    // listed. Only the external `gardener` is there, so this takes both rules: the watch of
+    // `gardener-internal` must sync before any round, and Gardener's fallback GETs `gardener`.
+    // Without either, the pool would say Unknown (or nothing: the watch never syncs).
+    env.grant_shoot_access_as(&admin, &shoot_ns, "gardener").await.unwrap();
     eventually(
         Duration::from_secs(30),
         "a health report read with the shoot",

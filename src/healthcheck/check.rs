@@ -422,12 +422,12 @@ mod tests {
     fn an_unreadable_shoot_is_unknown_unless_something_is_known_to_fail() {
         let (i, s) = (healthy(), healthy());
         let mut inp = input(vec![("inst", Some(&i)), ("shared", Some(&s))], None, 0);
-        inp.nodes = Err("no secret gardener-internal in the shoot namespace");
+        inp.nodes = Err("no secret gardener-internal or gardener in the shoot namespace");
         let v = evaluate(&inp);
         assert_eq!((v.status, v.reason.as_str()), (UNKNOWN, REASON_CHECK_ERROR));
         assert_eq!(
             v.message,
-            "failed to execute 1 health check: pool a: cannot read the shoot's nodes: no secret gardener-internal in the shoot namespace"
+            "failed to execute 1 health check: pool a: cannot read the shoot's nodes: no secret gardener-internal or gardener in the shoot namespace"
         );
         let mut inp = input(vec![("inst", None)], None, 0);
         inp.nodes = Err("timed out");

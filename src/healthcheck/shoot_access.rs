@@ -1,11 +1,13 @@
 //! Access to each shoot's apiserver, the way Gardener's own extension health checks get it: the
 //! kubeconfig in the shoot namespace's secret `gardener-internal` (the in-cluster address of the
-//! shoot's kube-apiserver; gardener-resource-manager keeps its token fresh), or `gardener` (the
-//! external address) when `GARDENER_SHOOT_CLIENT=external`, as in Gardener.
+//! shoot's kube-apiserver; gardener-resource-manager keeps its token fresh), falling back to
+//! `gardener` (the external address) where there is no `gardener-internal`, or only `gardener` when
+//! `GARDENER_SHOOT_CLIENT=external`, as in Gardener.
 //!
 //! The secrets come from one watch selected by name, so a round costs the seed no request and the
 //! extension's RBAC can name the secret (`resourceNames`) instead of reading every secret of the
-//! seed. A client lives for one read: no connection is held to a thousand shoots between rounds.
+//! seed. Only the rare fallback is a GET, for a shoot without `gardener-internal`. A client lives
+//! for one read: no connection is held to a thousand shoots between rounds.
 
 use crate::runtime::watch_cache::WatchCache;
 use k8s_openapi::ByteString;
@@ -46,6 +48,10 @@ pub struct ShootAccessSecret {
 pub enum ShootAccessError {
     #[error("no secret {0} in the shoot namespace")]
     NoSecret(&'static str),
+    #[error("no secret {INTERNAL} or {EXTERNAL} in the shoot namespace")]
+    NoSecretOfEither,
+    #[error("reading secret {EXTERNAL}: {0}")]
+    Read(#[source] kube::Error),
     #[error("secret {0} has no {KUBECONFIG_KEY}")]
     NoKubeconfig(&'static str),
     #[error("the kubeconfig in secret {0}: {1}")]
@@ -56,6 +62,7 @@ pub enum ShootAccessError {
 pub struct ShootAccess {
     secrets: WatchCache<ShootAccessSecret>,
     name: &'static str,
+    seed: Client,
 }
 
 impl ShootAccess {
@@ -63,8 +70,9 @@ impl ShootAccess {
         let name = secret_name();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         Self {
-            secrets: WatchCache::start(Api::all(seed), config, "shoot access Secret"),
+            secrets: WatchCache::start(Api::all(seed.clone()), config, "shoot access Secret"),
             name,
+            seed,
         }
     }
 
@@ -74,18 +82,28 @@ impl ShootAccess {
 
     /// A client for the shoot of `namespace`, for one read.
     pub async fn client(&self, namespace: &str) -> Result<Client, ShootAccessError> {
-        let secret = self
-            .secrets
-            .store()
-            .get(&ObjectRef::new(self.name).within(namespace))
-            .ok_or(ShootAccessError::NoSecret(self.name))?;
+        let (secret, name) = match self.secrets.store().get(&ObjectRef::new(self.name).within(namespace)) {
+            Some(s) => (s, self.name),
+            None if self.name == INTERNAL => (self.fallback(namespace).await?, EXTERNAL),
+            None => return Err(ShootAccessError::NoSecret(self.name)),
+        };
         let kubeconfig = secret
             .data
             .get(KUBECONFIG_KEY)
-            .ok_or(ShootAccessError::NoKubeconfig(self.name))?;
+            .ok_or(ShootAccessError::NoKubeconfig(name))?;
         client_from(&kubeconfig.0)
             .await
-            .map_err(|e| ShootAccessError::Kubeconfig(self.name, e))
+            .map_err(|e| ShootAccessError::Kubeconfig(name, e))
+    }
+
+    /// Gardener's fallback to the external kubeconfig where `gardener-internal` is missing.
+    async fn fallback(&self, namespace: &str) -> Result<std::sync::Arc<ShootAccessSecret>, ShootAccessError> {
+        Api::<ShootAccessSecret>::namespaced(self.seed.clone(), namespace)
+            .get_opt(EXTERNAL)
+            .await
+            .map_err(ShootAccessError::Read)?
+            .map(std::sync::Arc::new)
+            .ok_or(ShootAccessError::NoSecretOfEither)
     }
 }
 

@@ -318,10 +318,20 @@ impl TestEnv {
     /// with a kubeconfig for this apiserver as the shoot (in Gardener its token is a ServiceAccount
     /// token kept fresh by gardener-resource-manager; here the admin token).
     pub async fn grant_shoot_access(&self, seed: &kube::Client, namespace: &str) -> Result<(), TestEnvError> {
+        self.grant_shoot_access_as(seed, namespace, "gardener-internal").await
+    }
+
+    /// [`Self::grant_shoot_access`] under another secret name (`gardener`: the external one).
+    pub async fn grant_shoot_access_as(
+        &self,
+        seed: &kube::Client,
+        namespace: &str,
+        secret_name: &str,
+    ) -> Result<(), TestEnvError> {
         let kubeconfig = kubeconfig_yaml(&self.url, &self.ca_pem, "admin", &self.admin_token);
         let secret = k8s_openapi::api::core::v1::Secret {
             metadata: ObjectMeta {
-                name: Some("gardener-internal".into()),
+                name: Some(secret_name.into()),
                 ..Default::default()
             },
             data: Some(
