@@ -110,12 +110,39 @@ impl ShootAccess {
 async fn client_from(kubeconfig: &[u8]) -> Result<Client, String> {
     let text = std::str::from_utf8(kubeconfig).map_err(|e| e.to_string())?;
     let kc = kube::config::Kubeconfig::from_yaml(text).map_err(|e| e.to_string())?;
+    only_plain_credentials(&kc)?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .map_err(|e| e.to_string())?;
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Gardener's allow-list for shoot kubeconfigs (`ValidateConfigWithAllowList` with token and
+/// client certificate files allowed): no exec plugin, auth provider or impersonation, so a secret
+/// in a shoot namespace can never make the extension run a program or act as someone else.
+fn only_plain_credentials(kc: &kube::config::Kubeconfig) -> Result<(), String> {
+    for user in &kc.auth_infos {
+        let Some(auth) = &user.auth_info else { continue };
+        let refused = if auth.exec.is_some() {
+            Some("exec configurations")
+        } else if auth.auth_provider.as_ref().is_some_and(|p| !p.config.is_empty()) {
+            Some("auth provider configurations")
+        } else if auth.impersonate.is_some()
+            || auth.impersonate_uid.is_some()
+            || auth.impersonate_groups.as_ref().is_some_and(|g| !g.is_empty())
+            || auth.impersonate_user_extra.as_ref().is_some_and(|e| !e.is_empty())
+        {
+            Some("impersonation")
+        } else {
+            None
+        };
+        if let Some(what) = refused {
+            return Err(format!("{what} are not supported (user {:?})", user.name));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,5 +161,40 @@ mod tests {
         assert_eq!(ShootAccessSecret::plural(&()), "secrets");
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert!(rt.block_on(client_from(b"not a kubeconfig")).is_err());
+    }
+
+    fn kubeconfig(user: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: shoot\n\
+             clusters: [{{name: shoot, cluster: {{server: 'https://kube-apiserver'}}}}]\n\
+             contexts: [{{name: shoot, context: {{cluster: shoot, user: shoot}}}}]\n\
+             users: [{{name: shoot, user: {user}}}]\n"
+        )
+    }
+
+    #[test]
+    fn a_kubeconfig_that_would_run_a_program_or_impersonate_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = |user: &str| rt.block_on(client_from(kubeconfig(user).as_bytes()));
+        for (user, refused) in [
+            (
+                "{exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch /tmp/x']}}",
+                "exec",
+            ),
+            (
+                "{auth-provider: {name: oidc, config: {idp-issuer-url: 'https://idp'}}}",
+                "auth provider",
+            ),
+            ("{token: t, as: system:admin}", "impersonation"),
+            ("{token: t, as-groups: [system:masters]}", "impersonation"),
+        ] {
+            let err = client(user).err().unwrap_or_else(|| panic!("{user} accepted"));
+            assert!(err.starts_with(refused), "{user}: {err}");
+        }
+        // what gardenlet and gardener-resource-manager write: a bearer token
+        assert!(client("{token: abc}").is_ok());
     }
 }
