@@ -193,15 +193,19 @@ impl HealthChecker {
 
     /// The kata nodes of the shoot in `namespace`, within [`SHOOT_READ_DEADLINE`].
     async fn shoot_nodes(&self, namespace: &str) -> ShootNodes {
-        let client = self.shoot_access.client(namespace).await.map_err(|e| e.to_string())?;
-        match tokio::time::timeout(SHOOT_READ_DEADLINE, nodes::read(client)).await {
-            Ok(Ok(nodes)) => Ok(nodes),
-            Ok(Err(e)) => Err(format!("listing nodes: {e}")),
-            Err(_) => Err(format!(
-                "listing nodes: no answer within {}s",
-                SHOOT_READ_DEADLINE.as_secs()
-            )),
-        }
+        // the deadline covers the access too: the fallback to `gardener` is a seed GET
+        let read = async {
+            let client = self.shoot_access.client(namespace).await.map_err(|e| e.to_string())?;
+            nodes::read(client).await.map_err(|e| format!("listing nodes: {e}"))
+        };
+        tokio::time::timeout(SHOOT_READ_DEADLINE, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "listing nodes: no answer within {}s",
+                    SHOOT_READ_DEADLINE.as_secs()
+                ))
+            })
     }
 
     /// Whether the cached `cr` is still the version our last condition write was based on (the
