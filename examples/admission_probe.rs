@@ -108,28 +108,42 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = status_kib(pid, "VmRSS:");
-    let (mut cases, mut as_expected) = (0usize, 0usize);
-    let mut check = |ok: bool| {
+    let (mut cases, mut as_expected, mut missed) = (0usize, 0usize, Vec::new());
+    // counts a case, and keeps what a missed one got back (for the report)
+    let mut check = |what: &str, uid: usize, answer: Option<(u16, Vec<u8>)>, took: Duration| {
         cases += 1;
-        as_expected += usize::from(ok);
+        let miss = (!answered(uid, answer.clone())).then(|| match answer {
+            None => format!("{what}: no answer after {took:.1?}"),
+            Some((code, body)) => format!(
+                "{what}: {code} after {took:.1?}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        });
+        as_expected += usize::from(miss.is_none());
+        missed.extend(miss);
     };
 
     // 1. memory per review: one large CREATE alone, then UPDATEs (object + old object), 4 at a time
     let create = review(0, 2 << 20, "CREATE");
     let before = status_kib(pid, "VmHWM:");
-    check(answered(0, tls.request("POST", PATH, &create).await));
+    let t = Instant::now();
+    let answer = tls.request("POST", PATH, &create).await;
+    check("the large CREATE", 0, answer, t.elapsed());
     let one_peak = status_kib(pid, "VmHWM:");
     let per_review = (one_peak.saturating_sub(before) * 1024) as f64 / create.len() as f64;
     let update = Arc::new(review(1, 2 << 20, "UPDATE"));
     let t0 = Instant::now();
-    for _ in 0..5 {
+    for round in 0..5 {
         let answers = futures::future::join_all((0..4).map(|_| {
             let (tls, body) = (tls.clone(), update.clone());
-            async move { tls.request("POST", PATH, &body).await }
+            async move {
+                let t = Instant::now();
+                (tls.request("POST", PATH, &body).await, t.elapsed())
+            }
         }))
         .await;
-        for a in answers {
-            check(answered(1, a));
+        for (a, took) in answers {
+            check(&format!("a large UPDATE of round {round}"), 1, a, took);
         }
     }
     let updates_wall = t0.elapsed();
@@ -164,6 +178,9 @@ async fn main() {
         mib(updates_peak),
         mib(after_large)
     );
+    for m in &missed {
+        eprintln!("case not answered as expected: {m}");
+    }
     Outcome {
         cases,
         as_expected,

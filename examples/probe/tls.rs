@@ -43,9 +43,12 @@ impl Tls {
             body.len()
         );
         let write = async {
-            // a refused body ends in a closed connection: the answer is what counts
+            // a refused body ends in a closed connection: the answer is what counts. The flush
+            // matters: TLS keeps what the socket did not take yet, and without it the last
+            // records of a body wait there while the server waits for them (a 408 after 10 s)
             let _ = w.write_all(head.as_bytes()).await;
             let _ = w.write_all(body).await;
+            let _ = w.flush().await;
         };
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut out));
