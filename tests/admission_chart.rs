@@ -3,6 +3,7 @@
 //! under exactly the charts' RBAC (runtime part: its certificate Secret; application part: the
 //! garden side) against a real gardener-apiserver.
 
+mod common;
 mod garden_fixtures;
 
 use clap::Parser;
@@ -289,10 +290,19 @@ async fn the_admission_works_under_the_charts_rbac() {
         .unwrap();
     // wait for the object itself: the apiserver's webhook cache may still hold the deleted one
     // for a moment, so a webhook call alone does not prove the repair
-    let repaired = wait_recreated(
-        &vwcs,
-        admission::registration::DEFAULT_CONFIGURATION_NAME,
-        vwc.metadata.uid.as_deref(),
+    let repaired = common::eventually(
+        std::time::Duration::from_secs(15),
+        "the configuration re-created",
+        || async {
+            match vwcs
+                .get_opt(admission::registration::DEFAULT_CONFIGURATION_NAME)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(c) if c.metadata.uid != vwc.metadata.uid => Ok(c),
+                other => Err(format!("{:?}", other.map(|c| c.metadata.uid))),
+            }
+        },
     )
     .await;
     wait_webhook_active(&admin, &ns).await;
@@ -344,27 +354,6 @@ async fn the_admission_works_under_the_charts_rbac() {
 
     shutdown.trigger();
     server.await.unwrap().unwrap();
-}
-
-/// The configuration `name` once it exists again with a uid other than `old_uid`.
-async fn wait_recreated(
-    vwcs: &Api<ValidatingWebhookConfiguration>,
-    name: &str,
-    old_uid: Option<&str>,
-) -> ValidatingWebhookConfiguration {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let current = vwcs.get_opt(name).await.unwrap();
-        match current {
-            Some(c) if c.metadata.uid.as_deref() != old_uid => return c,
-            other => assert!(
-                std::time::Instant::now() < deadline,
-                "{name} not re-created within 15 s: {:?}",
-                other.map(|c| c.metadata.uid)
-            ),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
 
 /// `example/extension.yaml` (what `make generate` writes for the default release) is a valid
